@@ -1,0 +1,145 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in scopecache.
+///
+/// Errors name the file they concern where there is one, and say what was
+/// expected and what was found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O call failed.
+    #[error("{path}: {op}: {source}")]
+    Io {
+        /// The file the call was made on.
+        path: PathBuf,
+        /// What was being done, for example "write", "fsync", "rename".
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key is empty, longer than [`crate::MAX_KEY_LEN`] bytes, or holds a NUL byte.
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey {
+        /// The key as given (cut to 64 characters).
+        key: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A bitset's length differs from the number of ids in its mapping.
+    #[error("length mismatch: the {what} bitset has {bits} bits but its id mapping has {ids} ids")]
+    LengthMismatch {
+        /// `"nodes"` or `"links"`.
+        what: &'static str,
+        /// Bits in the bitset.
+        bits: u64,
+        /// Ids in the mapping.
+        ids: u64,
+    },
+    /// The same id appears twice in one mapping.
+    #[error("duplicate id {id:?} at positions {first} and {second}")]
+    DuplicateId {
+        /// The id.
+        id: String,
+        /// Its first position.
+        first: u64,
+        /// Its second position.
+        second: u64,
+    },
+    /// A mapping holds more ids than the format can index.
+    #[error("too many ids: {count}, at most {max} fit in one mapping")]
+    TooManyIds {
+        /// Ids given.
+        count: u64,
+        /// The most that fit.
+        max: u64,
+    },
+    /// The attributes could not be encoded or decoded as JSON.
+    #[error("attributes: {0}")]
+    Attributes(#[from] serde_json::Error),
+    /// The file, or one part of it, fails its checks.
+    #[error("{path}: corrupt: {what}")]
+    Corrupt {
+        /// The cache file.
+        path: PathBuf,
+        /// What is wrong, with the expected and the found value.
+        what: String,
+    },
+    /// The file does not start with the scopecache magic.
+    #[error("{path}: not a scopecache file: expected magic {expected:?}, found {found:?}")]
+    NotACacheFile {
+        /// The file.
+        path: PathBuf,
+        /// The magic this build writes.
+        expected: String,
+        /// The first bytes found.
+        found: String,
+    },
+    /// The file was written in a format version this build does not read.
+    #[error("{path}: format version {found} is not supported: this build reads version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build reads and writes.
+        supported: u32,
+    },
+    /// A write was asked of a cache opened read-only.
+    #[error("{path}: the cache is open read-only")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A single scope is larger than `max_size_bytes`.
+    #[error("scope {key:?} needs {needed} bytes but max_size_bytes is {max}")]
+    TooLarge {
+        /// The scope's key.
+        key: String,
+        /// Bytes the scope would take in the file.
+        needed: u64,
+        /// The configured bound.
+        max: u64,
+    },
+    /// An earlier fsync failed, so the page cache can no longer be trusted;
+    /// the handle refuses writes until the cache is opened again.
+    #[error("{path}: an earlier fsync failed; open the cache again before writing")]
+    Poisoned {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The configuration is unusable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+/// Shorthand for `std::result::Result<T, scopecache::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, op: &'static str, source: io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            op,
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(path: impl Into<PathBuf>, what: impl Into<String>) -> Error {
+        Error::Corrupt {
+            path: path.into(),
+            what: what.into(),
+        }
+    }
+
+    /// True when the error means that bytes in the file failed their checks.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Corrupt { .. } | Error::NotACacheFile { .. } | Error::UnsupportedVersion { .. }
+        )
+    }
+}

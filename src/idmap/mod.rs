@@ -1,0 +1,3 @@
+//! Id mappings.
+/// placeholder
+pub struct IdMap;

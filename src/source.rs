@@ -1,0 +1,61 @@
+//! Where the bytes of a read-in-place structure come from: a heap buffer
+//! built in this process, or a memory map of the cache file.
+
+use std::path::Path;
+
+/// A byte buffer that a read-in-place structure (an id mapping, a bitset)
+/// borrows from. Implemented by heap buffers and by the cache file's mapping.
+///
+/// Invariant: `bytes()` returns the same slice for the whole life of the value,
+/// and the bytes a published index points to are never written again.
+pub(crate) trait RegionSource: Send + Sync + 'static {
+    /// All bytes of the source.
+    fn bytes(&self) -> &[u8];
+    /// The file the bytes come from, for error messages (empty for heap buffers).
+    fn path(&self) -> &Path;
+}
+
+/// A heap buffer with 64-byte alignment, so that u32 and u64 words inside it
+/// are read at their natural alignment just as they are in the mapped file.
+pub(crate) struct AlignedBuf {
+    words: Vec<[u64; 8]>,
+    len: usize,
+}
+
+impl AlignedBuf {
+    /// A zeroed buffer of `len` bytes.
+    pub(crate) fn zeroed(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            words: vec![[0u64; 8]; len.div_ceil(64)],
+            len,
+        }
+    }
+
+    /// The buffer's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        let words: &[u64] = self.words.as_flattened();
+        // SAFETY: u64 has no padding and any bit pattern is a valid u8, u8's
+        // alignment (1) divides u64's, and the byte length is words * 8, which
+        // `len` never exceeds (zeroed() rounds the word count up).
+        let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
+        &bytes[..self.len]
+    }
+
+    /// The buffer's bytes, writable.
+    pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len;
+        let words: &mut [u64] = self.words.as_flattened_mut();
+        // SAFETY: as in as_bytes; the borrow is unique because it comes from &mut self.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+        &mut bytes[..len]
+    }
+}
+
+impl RegionSource for AlignedBuf {
+    fn bytes(&self) -> &[u8] {
+        self.as_bytes()
+    }
+    fn path(&self) -> &Path {
+        Path::new("")
+    }
+}
