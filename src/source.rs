@@ -59,3 +59,24 @@ impl RegionSource for AlignedBuf {
         Path::new("")
     }
 }
+
+/// Views 8-aligned bytes as little-endian u64 words (the target is
+/// little-endian, see lib.rs). Returns an empty slice if `bytes` is not
+/// 8-aligned or not a whole number of words, which regions never are.
+pub(crate) fn as_words(bytes: &[u8]) -> &[u64] {
+    // SAFETY: every bit pattern is a valid u64; align_to only yields the
+    // middle part at u64 alignment and within the input's bounds.
+    let (head, words, tail) = unsafe { bytes.align_to::<u64>() };
+    if head.is_empty() && tail.is_empty() {
+        words
+    } else {
+        &[]
+    }
+}
+
+/// Views u64 words as their little-endian bytes (the target is little-endian).
+pub(crate) fn words_as_bytes(words: &[u64]) -> &[u8] {
+    // SAFETY: u64 has no padding and any byte value is a valid u8; u8's
+    // alignment divides u64's; the byte length is exactly words * 8.
+    unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
+}

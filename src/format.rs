@@ -1,0 +1,254 @@
+//! The fixed part of the on-disk format: file layout constants, the
+//! superblock, and region alignment. FORMAT.md describes the same bytes.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The first eight bytes of each superblock.
+pub(crate) const MAGIC: [u8; 8] = *b"SCPCACHE";
+/// The format version this build reads and writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Each superblock owns a 4 KiB page of its own, so that a torn write of one
+/// can never reach the other.
+pub(crate) const SUPERBLOCK_PAGE: u64 = 4096;
+/// Bytes of a superblock that carry data; the rest of its page is zero.
+pub(crate) const SUPERBLOCK_LEN: usize = 128;
+/// The page of shared counters (hits, misses, ...), updated in place with
+/// atomic adds by every process that opens the file read-write.
+pub(crate) const COUNTERS_OFFSET: u64 = 2 * SUPERBLOCK_PAGE;
+/// Where appended regions begin.
+pub(crate) const DATA_START: u64 = 3 * SUPERBLOCK_PAGE;
+/// Every region starts at a multiple of this, so that bitset words and id
+/// mapping slots are naturally aligned in the mapping (and cache-line aligned).
+pub(crate) const REGION_ALIGN: u64 = 64;
+
+/// Superblock flag: the file was replaced (compaction renamed a new file over
+/// its path); readers should move to the file now at the path.
+pub(crate) const FLAG_RETIRED: u32 = 1;
+
+/// Shared counters, by index of their u64 in the counters page.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Counter {
+    Hits = 0,
+    Misses = 1,
+    Evictions = 2,
+    Expiries = 3,
+    CorruptDropped = 4,
+    Puts = 5,
+    Removes = 6,
+    Compactions = 7,
+}
+pub(crate) const COUNTER_COUNT: usize = 8;
+
+/// Rounds `n` up to the region alignment, or None on overflow.
+pub(crate) fn align_up(n: u64) -> Option<u64> {
+    n.checked_add(REGION_ALIGN - 1).map(|v| v & !(REGION_ALIGN - 1))
+}
+
+/// One of the two superblocks: the root of a committed generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Superblock {
+    pub generation: u64,
+    pub flags: u32,
+    /// Bytes of the file that the committed state covers; everything a
+    /// published index points to lies below it.
+    pub committed_len: u64,
+    pub index_offset: u64,
+    pub index_len: u64,
+    pub index_crc: u32,
+    pub stamps_offset: u64,
+    pub stamps_capacity: u32,
+    /// A random number given to each file when it is created, so that a
+    /// process can tell a file that replaced another at the same path.
+    pub file_id: u64,
+}
+
+/// Why a superblock slot was not usable.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SlotError {
+    /// All bytes zero: never written.
+    Empty,
+    BadMagic([u8; 8]),
+    BadVersion(u32),
+    BadCrc { stored: u32, computed: u32 },
+}
+
+impl Superblock {
+    pub(crate) fn slot_offset(generation: u64) -> u64 {
+        (generation % 2) * SUPERBLOCK_PAGE
+    }
+
+    pub(crate) fn is_retired(&self) -> bool {
+        self.flags & FLAG_RETIRED != 0
+    }
+
+    pub(crate) fn encode(&self) -> [u8; SUPERBLOCK_LEN] {
+        let mut b = [0u8; SUPERBLOCK_LEN];
+        b[0..8].copy_from_slice(&MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.flags.to_le_bytes());
+        b[16..24].copy_from_slice(&self.generation.to_le_bytes());
+        b[24..32].copy_from_slice(&self.committed_len.to_le_bytes());
+        b[32..40].copy_from_slice(&self.index_offset.to_le_bytes());
+        b[40..48].copy_from_slice(&self.index_len.to_le_bytes());
+        b[48..52].copy_from_slice(&self.index_crc.to_le_bytes());
+        b[52..56].copy_from_slice(&self.stamps_capacity.to_le_bytes());
+        b[56..64].copy_from_slice(&self.stamps_offset.to_le_bytes());
+        b[64..72].copy_from_slice(&self.file_id.to_le_bytes());
+        let crc = crc32fast::hash(&b[..SUPERBLOCK_LEN - 4]);
+        b[SUPERBLOCK_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8; SUPERBLOCK_LEN]) -> Result<Superblock, SlotError> {
+        if b.iter().all(|&x| x == 0) {
+            return Err(SlotError::Empty);
+        }
+        let magic: [u8; 8] = take(b, 0);
+        if magic != MAGIC {
+            return Err(SlotError::BadMagic(magic));
+        }
+        let stored = u32::from_le_bytes(take(b, SUPERBLOCK_LEN - 4));
+        let computed = crc32fast::hash(&b[..SUPERBLOCK_LEN - 4]);
+        // The version is checked after the CRC so that a torn slot is not
+        // reported as a foreign version, but before the fields are trusted.
+        if stored != computed {
+            return Err(SlotError::BadCrc { stored, computed });
+        }
+        let version = u32::from_le_bytes(take(b, 8));
+        if version != FORMAT_VERSION {
+            return Err(SlotError::BadVersion(version));
+        }
+        Ok(Superblock {
+            flags: u32::from_le_bytes(take(b, 12)),
+            generation: u64::from_le_bytes(take(b, 16)),
+            committed_len: u64::from_le_bytes(take(b, 24)),
+            index_offset: u64::from_le_bytes(take(b, 32)),
+            index_len: u64::from_le_bytes(take(b, 40)),
+            index_crc: u32::from_le_bytes(take(b, 48)),
+            stamps_capacity: u32::from_le_bytes(take(b, 52)),
+            stamps_offset: u64::from_le_bytes(take(b, 56)),
+            file_id: u64::from_le_bytes(take(b, 64)),
+        })
+    }
+
+    /// Picks the newest usable superblock of the two slots, or explains why
+    /// neither is usable.
+    pub(crate) fn choose(
+        path: &Path,
+        slots: [&[u8; SUPERBLOCK_LEN]; 2],
+    ) -> Result<Superblock> {
+        let decoded = [Superblock::decode(slots[0]), Superblock::decode(slots[1])];
+        let mut best: Option<Superblock> = None;
+        for (slot, d) in decoded.iter().enumerate() {
+            if let Ok(sb) = d {
+                // A slot must hold the generation that belongs in it; a valid
+                // superblock in the wrong slot is a misplaced write.
+                if Superblock::slot_offset(sb.generation) != slot as u64 * SUPERBLOCK_PAGE {
+                    continue;
+                }
+                if best.is_none_or(|b| sb.generation > b.generation) {
+                    best = Some(*sb);
+                }
+            }
+        }
+        if let Some(sb) = best {
+            return Ok(sb);
+        }
+        // Neither slot is usable: report the most telling reason.
+        for d in &decoded {
+            if let Err(SlotError::BadVersion(found)) = d {
+                return Err(Error::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found: *found,
+                    supported: FORMAT_VERSION,
+                });
+            }
+        }
+        let foreign = |d: &Result<Superblock, SlotError>| matches!(d, Err(SlotError::BadMagic(_) | SlotError::Empty));
+        if foreign(&decoded[0]) && foreign(&decoded[1]) {
+            let found = match decoded[0] {
+                Err(SlotError::BadMagic(m)) => m,
+                _ => [0u8; 8],
+            };
+            return Err(Error::NotACacheFile {
+                path: path.to_path_buf(),
+                expected: String::from_utf8_lossy(&MAGIC).into_owned(),
+                found: String::from_utf8_lossy(&found).escape_debug().to_string(),
+            });
+        }
+        Err(Error::corrupt(
+            path,
+            format!(
+                "both superblocks are unusable: slot 0: {:?}; slot 1: {:?}",
+                decoded[0].as_ref().err(),
+                decoded[1].as_ref().err()
+            ),
+        ))
+    }
+}
+
+fn take<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut out = [0u8; N];
+    out.copy_from_slice(&b[at..at + N]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sb(generation: u64) -> Superblock {
+        Superblock {
+            generation,
+            flags: 0,
+            committed_len: 99_999,
+            index_offset: DATA_START,
+            index_len: 64,
+            index_crc: 7,
+            stamps_offset: DATA_START + 64,
+            stamps_capacity: 8,
+            file_id: 42,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_choice() {
+        let a = sb(4).encode();
+        let b = sb(5).encode();
+        assert_eq!(Superblock::decode(&a), Ok(sb(4)));
+        let chosen = Superblock::choose(Path::new("f"), [&a, &b]).unwrap();
+        assert_eq!(chosen.generation, 5);
+        let mut torn = b;
+        torn[20] ^= 1;
+        let chosen = Superblock::choose(Path::new("f"), [&a, &torn]).unwrap();
+        assert_eq!(chosen.generation, 4, "a torn newer slot falls back to the older one");
+    }
+
+    #[test]
+    fn misplaced_slot_is_ignored() {
+        let a = sb(4).encode();
+        let b = sb(6).encode(); // generation 6 belongs in slot 0, not slot 1
+        assert_eq!(Superblock::choose(Path::new("f"), [&a, &b]).unwrap().generation, 4);
+    }
+
+    #[test]
+    fn reasons_for_unusable_files() {
+        let zero = [0u8; SUPERBLOCK_LEN];
+        let err = Superblock::choose(Path::new("f"), [&zero, &zero]).unwrap_err();
+        assert!(matches!(err, Error::NotACacheFile { .. }), "{err}");
+        let mut future = sb(4);
+        future.generation = 4;
+        let mut bytes = future.encode();
+        bytes[8..12].copy_from_slice(&9u32.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[..SUPERBLOCK_LEN - 4]);
+        bytes[SUPERBLOCK_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
+        let err = Superblock::choose(Path::new("f"), [&bytes, &zero]).unwrap_err();
+        assert!(matches!(err, Error::UnsupportedVersion { found: 9, .. }), "{err}");
+        let mut torn = sb(4).encode();
+        torn[30] ^= 0xff;
+        let err = Superblock::choose(Path::new("f"), [&torn, &zero]).unwrap_err();
+        assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+}

@@ -1,0 +1,329 @@
+//! Building an id map in memory from an iterator of ids.
+//!
+//! One pass over the iterator copies the ids into temporary chunks (their
+//! count and total length fix the layout), then the region is allocated
+//! once, the temporaries are moved into it and freed as they go, and the
+//! slots, the block table, the digest and the header are filled in.
+
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use super::layout::{
+    home_slot, Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT,
+};
+use super::lookup::{fingerprint, prefetch, slot_value, stored_index};
+use super::IdMap;
+use crate::source::AlignedBuf;
+use crate::{Error, Result};
+
+/// Entry widths for a build. The defaults choose the narrowest widths that
+/// hold the values; forcing a wider width gives a larger region that every
+/// reader accepts, which lets tests reach the wide code paths with few ids.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct BuildOptions {
+    /// Write 8-byte slots even below 2^24 ids.
+    pub(crate) force_wide_slots: bool,
+    /// Write u64 offsets even below 4 GiB of id bytes.
+    pub(crate) force_wide_offsets: bool,
+}
+
+/// Largest temporary chunk of id bytes. Chunks, unlike one growing vector,
+/// are never copied while collecting and can be freed one at a time while
+/// the region fills, which keeps the peak memory near the region's size.
+const MAX_CHUNK: usize = 4 << 20;
+/// First chunk size, so that small maps do not reserve megabytes.
+const MIN_CHUNK: usize = 4 << 10;
+/// How many ids ahead the slot fill hashes and prefetches the home slot.
+const FILL_AHEAD: usize = 16;
+/// Bodies below this size get their digest on the calling thread: a thread
+/// would cost more than it saves.
+const PARALLEL_DIGEST_MIN: usize = 4 << 20;
+
+/// The id bytes, collected in chunks.
+struct Chunks {
+    chunks: Vec<Vec<u8>>,
+    len: u64,
+}
+
+impl Chunks {
+    fn push(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let full = self.chunks.last().is_none_or(|c| c.len() == c.capacity());
+            if full {
+                let next = self
+                    .chunks
+                    .last()
+                    .map_or(MIN_CHUNK, |c| c.capacity().saturating_mul(2).min(MAX_CHUNK));
+                self.chunks.push(Vec::with_capacity(next));
+            }
+            if let Some(chunk) = self.chunks.last_mut() {
+                let take = (chunk.capacity() - chunk.len()).min(bytes.len());
+                let (now, later) = bytes.split_at(take);
+                chunk.extend_from_slice(now);
+                bytes = later;
+            }
+        }
+    }
+}
+
+/// The end offset of each id, narrow until the total passes `u32::MAX`.
+enum Ends {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+impl Ends {
+    fn len(&self) -> usize {
+        match self {
+            Ends::Narrow(v) => v.len(),
+            Ends::Wide(v) => v.len(),
+        }
+    }
+
+    fn push(&mut self, end: u64) {
+        match self {
+            Ends::Narrow(v) => match u32::try_from(end) {
+                Ok(e) => v.push(e),
+                Err(_) => {
+                    let mut wide: Vec<u64> = Vec::with_capacity(v.len() + 1);
+                    wide.extend(v.iter().map(|&e| u64::from(e)));
+                    wide.push(end);
+                    *self = Ends::Wide(wide);
+                }
+            },
+            Ends::Wide(v) => v.push(end),
+        }
+    }
+
+    /// Writes offsets[1..=N] into the offsets section; offsets[0] is the
+    /// zero already there.
+    fn write(self, section: &mut [u8], wide: bool) {
+        let width = if wide { 8 } else { 4 };
+        let dst = section.chunks_exact_mut(width).skip(1);
+        match self {
+            Ends::Narrow(v) => {
+                for (d, e) in dst.zip(v) {
+                    if wide {
+                        d.copy_from_slice(&u64::from(e).to_le_bytes());
+                    } else {
+                        d.copy_from_slice(&e.to_le_bytes());
+                    }
+                }
+            }
+            // Only reached with wide offsets: Ends widens only past u32::MAX.
+            Ends::Wide(v) => {
+                for (d, e) in dst.zip(v) {
+                    d.copy_from_slice(&e.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Builds a map from ids in index order.
+pub(crate) fn build<I, S>(ids: I, options: BuildOptions) -> Result<IdMap>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let iter = ids.into_iter();
+    // The hint is only a lower bound and may be anything; cap what it reserves.
+    let hint = iter.size_hint().0.min(1 << 24);
+    let mut ends = Ends::Narrow(Vec::with_capacity(hint));
+    let mut strings = Chunks {
+        chunks: Vec::new(),
+        len: 0,
+    };
+    for id in iter {
+        if ends.len() as u64 >= MAX_IDS {
+            return Err(Error::TooManyIds {
+                count: MAX_IDS + 1,
+                max: MAX_IDS,
+            });
+        }
+        strings.push(id.as_ref().as_bytes());
+        ends.push(strings.len);
+    }
+    let count = ends.len() as u64;
+    let wide_slots = count >= WIDE_SLOTS_MIN_COUNT || options.force_wide_slots;
+    let wide_offsets = strings.len > u64::from(u32::MAX) || options.force_wide_offsets;
+    let layout = Layout::new(count, strings.len, wide_slots, wide_offsets, BLOCK_SIZE).ok_or(
+        Error::TooManyIds {
+            count,
+            max: MAX_IDS,
+        },
+    )?;
+
+    let mut buf = AlignedBuf::zeroed(layout.region_len);
+    let (head, body) = buf.as_bytes_mut().split_at_mut(layout.body_start);
+    {
+        let (offsets, rest) = body.split_at_mut(layout.slots_start);
+        let (slots, strings_section) = rest.split_at_mut(layout.strings_start - layout.slots_start);
+        ends.write(offsets, wide_offsets);
+        let mut at = 0;
+        // Each chunk is freed as soon as it is copied.
+        for chunk in strings.chunks {
+            strings_section[at..at + chunk.len()].copy_from_slice(&chunk);
+            at += chunk.len();
+        }
+        let ids = Ids {
+            offsets,
+            strings: strings_section,
+            wide: wide_offsets,
+        };
+        if wide_slots {
+            fill_slots::<true>(&layout, &ids, slots)?;
+        } else {
+            fill_slots::<false>(&layout, &ids, slots)?;
+        }
+    }
+
+    let body: &[u8] = body;
+    let (header_bytes, table) = head.split_at_mut(HEADER_LEN);
+    let digest = table_and_digest(&layout, body, table);
+    let header = Header {
+        layout,
+        digest,
+        table_crc: crc32fast::hash(&table[..layout.table_entries_len()]),
+    };
+    header_bytes.copy_from_slice(&header.encode());
+    log::debug!(
+        "built id map: {} ids, {} string bytes, {} region bytes",
+        layout.count,
+        layout.strings_len,
+        layout.region_len
+    );
+    Ok(IdMap::from_built(buf, header))
+}
+
+/// Read access to the offsets and strings sections while the slots are
+/// being written. The sections were written just before, so every offset
+/// is in range and the slicing below cannot fail.
+struct Ids<'a> {
+    offsets: &'a [u8],
+    strings: &'a [u8],
+    wide: bool,
+}
+
+impl Ids<'_> {
+    #[inline(always)]
+    fn offset(&self, i: usize) -> usize {
+        if self.wide {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.offsets[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(b) as usize
+        } else {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&self.offsets[i * 4..i * 4 + 4]);
+            u32::from_le_bytes(b) as usize
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> &[u8] {
+        &self.strings[self.offset(i)..self.offset(i + 1)]
+    }
+}
+
+/// Inserts every id into the slot table, refusing duplicates.
+///
+/// Ids are hashed `FILL_AHEAD` ahead of their insertion and their home slot
+/// prefetched, so the cache misses of a table larger than the cache
+/// overlap instead of being paid one after the other.
+fn fill_slots<const WIDE: bool>(layout: &Layout, ids: &Ids<'_>, slots: &mut [u8]) -> Result<()> {
+    let n = layout.count;
+    let s = layout.slot_count;
+    let width = if WIDE { 8 } else { 4 };
+    let mut ring = [0u64; FILL_AHEAD];
+    for (i, h) in ring.iter_mut().enumerate().take(n) {
+        *h = xxh3_64(ids.get(i));
+        prefetch(slots, home_slot(*h, s) * width);
+    }
+    for i in 0..n {
+        let h = ring[i % FILL_AHEAD];
+        if i + FILL_AHEAD < n {
+            let ahead = xxh3_64(ids.get(i + FILL_AHEAD));
+            ring[i % FILL_AHEAD] = ahead;
+            prefetch(slots, home_slot(ahead, s) * width);
+        }
+        insert::<WIDE>(ids, slots, s, h, i)?;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn insert<const WIDE: bool>(ids: &Ids<'_>, slots: &mut [u8], s: usize, h: u64, i: usize) -> Result<()> {
+    let value = slot_value::<WIDE>(h, i);
+    let fp = fingerprint::<WIDE>(value);
+    let mut p = home_slot(h, s);
+    // S > N, so there is an empty slot and the loop ends well before S probes.
+    for _ in 0..s {
+        let cell = if WIDE {
+            &mut slots[p * 8..p * 8 + 8]
+        } else {
+            &mut slots[p * 4..p * 4 + 4]
+        };
+        let current = if WIDE {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(cell);
+            u64::from_le_bytes(b)
+        } else {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(cell);
+            u64::from(u32::from_le_bytes(b))
+        };
+        if current == 0 {
+            if WIDE {
+                cell.copy_from_slice(&value.to_le_bytes());
+            } else {
+                cell.copy_from_slice(&(value as u32).to_le_bytes());
+            }
+            return Ok(());
+        }
+        if fingerprint::<WIDE>(current) == fp {
+            let j = (stored_index::<WIDE>(current) - 1) as usize;
+            if ids.get(j) == ids.get(i) {
+                return Err(Error::DuplicateId {
+                    id: String::from_utf8_lossy(ids.get(i)).into_owned(),
+                    first: j as u64,
+                    second: i as u64,
+                });
+            }
+        }
+        p += 1;
+        if p == s {
+            p = 0;
+        }
+    }
+    Err(Error::corrupt(
+        "",
+        format!("id map: no empty slot among {s} for id {i} while building"),
+    ))
+}
+
+/// Fills the block-CRC table and returns the body digest, computing the two
+/// on separate threads when the body is large enough to pay for it.
+fn table_and_digest(layout: &Layout, body: &[u8], table: &mut [u8]) -> u128 {
+    let fill = |table: &mut [u8]| {
+        for (entry, block) in table.chunks_exact_mut(4).zip(body.chunks(layout.block_size)) {
+            entry.copy_from_slice(&crc32fast::hash(block).to_le_bytes());
+        }
+    };
+    if body.len() < PARALLEL_DIGEST_MIN {
+        fill(table);
+        return xxh3_128(body);
+    }
+    std::thread::scope(|scope| {
+        let digest = std::thread::Builder::new()
+            .name("idmap-digest".to_string())
+            .spawn_scoped(scope, || xxh3_128(body));
+        fill(table);
+        match digest {
+            Ok(handle) => handle.join().unwrap_or_else(|_| xxh3_128(body)),
+            Err(e) => {
+                log::debug!("no thread for the id map digest, computing it inline: {e}");
+                xxh3_128(body)
+            }
+        }
+    })
+}

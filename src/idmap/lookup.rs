@@ -1,0 +1,546 @@
+//! Reading an id map: lookups by id and by position, batches, iteration.
+//!
+//! Every read goes through a bounds-checked `get`, and every byte range is
+//! passed to [`Inner::ensure`] before its bytes are trusted, so that a
+//! damaged body block is caught by its CRC rather than giving a wrong
+//! answer.
+
+use std::iter::FusedIterator;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::layout::home_slot;
+use super::{Fault, IdMap, Inner};
+use crate::{Error, Result};
+
+/// Index bits of a narrow slot.
+const NARROW_INDEX_MASK: u64 = 0x00FF_FFFF;
+/// Index bits of a wide slot.
+const WIDE_INDEX_MASK: u64 = 0xFFFF_FFFF;
+
+/// The slot value that stores position `i` for hash `h`. `i + 1` must fit
+/// the index bits, which the writer guarantees by choosing the width.
+#[inline(always)]
+pub(crate) fn slot_value<const WIDE: bool>(h: u64, i: usize) -> u64 {
+    if WIDE {
+        ((h & 0xFFFF_FFFF) << 32) | (i as u64 + 1)
+    } else {
+        ((h & 0xFF) << 24) | (i as u64 + 1)
+    }
+}
+
+/// The fingerprint bits of a slot value, in place.
+#[inline(always)]
+pub(crate) fn fingerprint<const WIDE: bool>(v: u64) -> u64 {
+    if WIDE {
+        v & !WIDE_INDEX_MASK
+    } else {
+        v & !NARROW_INDEX_MASK
+    }
+}
+
+/// `i + 1` as stored in a slot value.
+#[inline(always)]
+pub(crate) fn stored_index<const WIDE: bool>(v: u64) -> u64 {
+    if WIDE {
+        v & WIDE_INDEX_MASK
+    } else {
+        v & NARROW_INDEX_MASK
+    }
+}
+
+#[inline(always)]
+pub(crate) fn read_u32(bytes: &[u8], pos: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(*bytes.get(pos..)?.first_chunk::<4>()?))
+}
+
+#[inline(always)]
+pub(crate) fn read_u64(bytes: &[u8], pos: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(*bytes.get(pos..)?.first_chunk::<8>()?))
+}
+
+/// Asks the CPU to start loading the cache line holding `bytes[pos]`. Does
+/// nothing if `pos` is out of range or the target has no prefetch hint.
+#[inline(always)]
+pub(crate) fn prefetch(bytes: &[u8], pos: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(b) = bytes.get(pos) {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        // SAFETY: a prefetch is a hint: it never faults, never changes
+        // memory, and needs only the SSE feature that every x86_64 target
+        // has. The pointer is in bounds of a live slice besides.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(b).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, pos);
+}
+
+/// How many keys ahead a batch hashes and prefetches the home slot.
+const AHEAD_SLOT: usize = 16;
+/// How many keys ahead a batch reads the slot and prefetches the offsets.
+const AHEAD_OFFSETS: usize = 10;
+/// How many keys ahead a batch reads the offsets and prefetches the string.
+const AHEAD_STRING: usize = 5;
+/// Ring size for the per-key state of a batch: a power of two above
+/// `AHEAD_SLOT`.
+const RING: usize = 32;
+
+impl Inner {
+    /// Reads slot `p`, after checking its block.
+    #[inline(always)]
+    fn slot<const WIDE: bool>(&self, body: &[u8], p: usize) -> Result<u64, Fault> {
+        let l = &self.layout;
+        // Cannot overflow: p < slot_count and the slot section fits in the body.
+        let pos = l.slots_start + p * if WIDE { 8 } else { 4 };
+        let end = pos + if WIDE { 8 } else { 4 };
+        self.ensure(body, pos, end)?;
+        let v = if WIDE {
+            read_u64(body, pos)
+        } else {
+            read_u32(body, pos).map(u64::from)
+        };
+        v.ok_or_else(|| self.fault(|| format!("id map: slot {p} lies outside the body")))
+    }
+
+    /// The byte range of id `i` in the strings section, as body positions,
+    /// after checking the blocks of both offsets.
+    #[inline(always)]
+    fn id_range(&self, body: &[u8], i: usize) -> Result<(usize, usize), Fault> {
+        let l = &self.layout;
+        let w = l.offset_width();
+        // Cannot overflow: i < count and the offsets section holds count + 1 entries.
+        let pos = i * w;
+        self.ensure(body, pos, pos + 2 * w)?;
+        let pair = if l.wide_offsets {
+            read_u64(body, pos).zip(read_u64(body, pos + 8))
+        } else {
+            read_u32(body, pos)
+                .zip(read_u32(body, pos + 4))
+                .map(|(a, b)| (u64::from(a), u64::from(b)))
+        };
+        match pair {
+            Some((a, b)) if a <= b && b <= l.strings_len as u64 => {
+                // Both are at most strings_len, a usize, and strings_start +
+                // strings_len lies inside the body.
+                Ok((l.strings_start + a as usize, l.strings_start + b as usize))
+            }
+            _ => Err(self.fault(|| {
+                format!(
+                    "id map: offsets of id {i} are {pair:?}, not an ordered pair within {} string bytes",
+                    l.strings_len
+                )
+            })),
+        }
+    }
+
+    /// The bytes of id `i`, which must be below the count.
+    #[inline(always)]
+    pub(super) fn id_bytes<'a>(&self, body: &'a [u8], i: usize) -> Result<&'a [u8], Fault> {
+        let (a, b) = self.id_range(body, i)?;
+        self.ensure(body, a, b)?;
+        body.get(a..b)
+            .ok_or_else(|| self.fault(|| format!("id map: id {i} lies outside the body")))
+    }
+
+    /// The position of the id with bytes `key` and hash `h`.
+    #[inline(always)]
+    fn find_in<const WIDE: bool>(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        h: u64,
+    ) -> Result<Option<u32>, Fault> {
+        let s = self.layout.slot_count;
+        if s == 0 {
+            return Ok(None);
+        }
+        let want = fingerprint::<WIDE>(slot_value::<WIDE>(h, 0));
+        let mut p = home_slot(h, s);
+        // At most S probes, so that a table with no empty slot, which only a
+        // damaged file can hold, still ends the loop.
+        for _ in 0..s {
+            let v = self.slot::<WIDE>(body, p)?;
+            if v == 0 {
+                return Ok(None);
+            }
+            if fingerprint::<WIDE>(v) == want {
+                let i = self.index_in(v, stored_index::<WIDE>(v))?;
+                if self.id_bytes(body, i)? == key {
+                    return Ok(Some(i as u32));
+                }
+            }
+            p += 1;
+            if p == s {
+                p = 0;
+            }
+        }
+        Err(self.fault(|| "id map: slot table has no empty slot".to_string()))
+    }
+
+    /// The position stored in slot value `v`, checked against the count.
+    #[inline(always)]
+    fn index_in(&self, v: u64, stored: u64) -> Result<usize, Fault> {
+        match stored.checked_sub(1) {
+            Some(i) if i < self.layout.count as u64 => Ok(i as usize),
+            _ => Err(self.fault(|| {
+                format!(
+                    "id map: slot value {v:#x} names no id of {}",
+                    self.layout.count
+                )
+            })),
+        }
+    }
+
+    /// The position of the id with bytes `key` and hash `h`.
+    #[inline(always)]
+    pub(super) fn find(&self, body: &[u8], key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
+        if self.layout.wide_slots {
+            self.find_in::<true>(body, key, h)
+        } else {
+            self.find_in::<false>(body, key, h)
+        }
+    }
+
+    /// The first slot value along the probe run of `h` whose fingerprint
+    /// matches, read without block checks: it only chooses what to prefetch,
+    /// and the real lookup checks everything it reads.
+    #[inline(always)]
+    fn hint_candidate<const WIDE: bool>(&self, body: &[u8], h: u64) -> Option<usize> {
+        let l = &self.layout;
+        let s = l.slot_count;
+        if s == 0 {
+            return None;
+        }
+        let want = fingerprint::<WIDE>(slot_value::<WIDE>(h, 0));
+        let mut p = home_slot(h, s);
+        // A short run is the common case; giving up early only loses a hint.
+        for _ in 0..8 {
+            let pos = l.slots_start + p * if WIDE { 8 } else { 4 };
+            let v = if WIDE {
+                read_u64(body, pos)?
+            } else {
+                u64::from(read_u32(body, pos)?)
+            };
+            if v == 0 {
+                return None;
+            }
+            if fingerprint::<WIDE>(v) == want {
+                return stored_index::<WIDE>(v).checked_sub(1).map(|i| i as usize);
+            }
+            p += 1;
+            if p == s {
+                p = 0;
+            }
+        }
+        None
+    }
+
+    /// Looks up `count` keys, calling `emit(k, position)` in key order.
+    ///
+    /// The lookups are software-pipelined so that the memory misses of
+    /// neighbouring keys overlap: key `k + AHEAD_SLOT` is hashed and its home
+    /// slot prefetched, key `k + AHEAD_OFFSETS` has its candidate's offsets
+    /// prefetched, key `k + AHEAD_STRING` its candidate's string, and key `k`
+    /// is looked up for real, by then mostly from cache.
+    pub(super) fn find_batch<'k, K, E>(
+        &self,
+        body: &[u8],
+        count: usize,
+        key: K,
+        mut emit: E,
+    ) -> Result<(), Fault>
+    where
+        K: Fn(usize) -> Result<&'k [u8], Fault>,
+        E: FnMut(usize, Option<u32>) -> Result<(), Fault>,
+    {
+        if self.layout.wide_slots {
+            self.find_batch_in::<true, K, E>(body, count, key, &mut emit)
+        } else {
+            self.find_batch_in::<false, K, E>(body, count, key, &mut emit)
+        }
+    }
+
+    #[inline(always)]
+    fn find_batch_in<'k, const WIDE: bool, K, E>(
+        &self,
+        body: &[u8],
+        count: usize,
+        key: K,
+        emit: &mut E,
+    ) -> Result<(), Fault>
+    where
+        K: Fn(usize) -> Result<&'k [u8], Fault>,
+        E: FnMut(usize, Option<u32>) -> Result<(), Fault>,
+    {
+        let l = &self.layout;
+        let sw = l.slot_width();
+        let ow = l.offset_width();
+        let mut hashes = [0u64; RING];
+        let mut keys: [&[u8]; RING] = [&[]; RING];
+        let mut candidates = [usize::MAX; RING];
+        for k in 0..count.saturating_add(AHEAD_SLOT) {
+            if k < count {
+                let bytes = key(k)?;
+                let h = xxh3_64(bytes);
+                hashes[k % RING] = h;
+                keys[k % RING] = bytes;
+                if l.slot_count > 0 {
+                    prefetch(body, l.slots_start + home_slot(h, l.slot_count) * sw);
+                }
+            }
+            if let Some(j) = k.checked_sub(AHEAD_SLOT - AHEAD_OFFSETS) {
+                if j < count {
+                    let c = self
+                        .hint_candidate::<WIDE>(body, hashes[j % RING])
+                        .filter(|&c| c < l.count);
+                    candidates[j % RING] = c.unwrap_or(usize::MAX);
+                    if let Some(c) = c {
+                        prefetch(body, c * ow);
+                    }
+                }
+            }
+            if let Some(j) = k.checked_sub(AHEAD_SLOT - AHEAD_STRING) {
+                let c = candidates[j % RING];
+                if j < count && c != usize::MAX {
+                    let start = if l.wide_offsets {
+                        read_u64(body, c * ow)
+                    } else {
+                        read_u32(body, c * ow).map(u64::from)
+                    };
+                    if let Some(start) = start.filter(|&a| a < l.strings_len as u64) {
+                        prefetch(body, l.strings_start + start as usize);
+                    }
+                }
+            }
+            if let Some(j) = k.checked_sub(AHEAD_SLOT) {
+                let slot = j % RING;
+                let found = self.find_in::<WIDE>(body, keys[slot], hashes[slot])?;
+                emit(j, found)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl IdMap {
+    /// The position of `id`, or `None` if it is absent or the map was found
+    /// corrupt (see [`try_index_of`](IdMap::try_index_of) to tell the two
+    /// apart; a failed check is logged once).
+    ///
+    /// Cost: one xxh3 hash of `id`, then on average about 3 slot probes
+    /// (load factor 0.8), usually inside one cache line, and one string
+    /// comparison; fingerprints make false string reads rare (1 in 256 per
+    /// probe with narrow slots). No allocation.
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "b"])?;
+    /// assert_eq!(map.index_of("b"), Some(1));
+    /// assert_eq!(map.index_of("c"), None);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    #[inline]
+    pub fn index_of(&self, id: &str) -> Option<u32> {
+        let inner = &*self.inner;
+        let body = inner.body().ok()?;
+        inner
+            .find(body, id.as_bytes(), xxh3_64(id.as_bytes()))
+            .ok()
+            .flatten()
+    }
+
+    /// The position of `id`: `Ok(None)` if it is absent, and
+    /// [`Error::Corrupt`] if a check on the bytes read failed, now or
+    /// earlier. Cost as [`index_of`](IdMap::index_of).
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "b"])?;
+    /// assert_eq!(map.try_index_of("a")?, Some(0));
+    /// assert_eq!(map.try_index_of("z")?, None);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    pub fn try_index_of(&self, id: &str) -> Result<Option<u32>> {
+        let inner = &*self.inner;
+        inner
+            .body()
+            .and_then(|body| inner.find(body, id.as_bytes(), xxh3_64(id.as_bytes())))
+            .map_err(|Fault| inner.error())
+    }
+
+    /// The id at position `index`, or `None` if `index >= len()` or the map
+    /// was found corrupt (see [`try_id`](IdMap::try_id)).
+    ///
+    /// Cost: two reads (the offsets pair, usually one cache line, then the
+    /// string) and a UTF-8 check of the id. No allocation.
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "b"])?;
+    /// assert_eq!(map.id(0), Some("a"));
+    /// assert_eq!(map.id(2), None);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    #[inline]
+    pub fn id(&self, index: u32) -> Option<&str> {
+        self.try_id(index).ok().flatten()
+    }
+
+    /// The id at position `index`: `Ok(None)` if `index >= len()`, and
+    /// [`Error::Corrupt`] if a check failed, now or earlier, including an id
+    /// that is not valid UTF-8. Cost as [`id`](IdMap::id).
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "é"])?;
+    /// assert_eq!(map.try_id(1)?, Some("é"));
+    /// assert_eq!(map.try_id(7)?, None);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    pub fn try_id(&self, index: u32) -> Result<Option<&str>> {
+        let inner = &*self.inner;
+        let body = inner.body().map_err(|Fault| inner.error())?;
+        let i = index as usize;
+        if i >= inner.layout.count {
+            return Ok(None);
+        }
+        let bytes = inner.id_bytes(body, i).map_err(|Fault| inner.error())?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => {
+                inner.fault(|| format!("id map: id {i} is not valid UTF-8: {e}"));
+                Err(inner.error())
+            }
+        }
+    }
+
+    /// Looks up many ids at once: `out[k]` becomes the position of `ids[k]`,
+    /// or `None` if it is absent.
+    ///
+    /// Faster per id than calling [`index_of`](IdMap::index_of) in a loop,
+    /// because the memory misses of up to 16 consecutive ids overlap: ids
+    /// are hashed and their slots prefetched ahead of the lookups.
+    ///
+    /// Errors: [`Error::LengthMismatch`] (with `what: "index_of_batch"`,
+    /// `bits` the length of `out` and `ids` that of `ids`) if the two
+    /// slices differ in length, in which case `out` is left untouched; and
+    /// [`Error::Corrupt`] if a check failed, in which case the contents of
+    /// `out` are unspecified.
+    ///
+    /// Cost: as many lookups, without allocation.
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "b", "c"])?;
+    /// let mut out = [None; 3];
+    /// map.index_of_batch(&["c", "x", "a"], &mut out)?;
+    /// assert_eq!(out, [Some(2), None, Some(0)]);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    pub fn index_of_batch<S: AsRef<str>>(&self, ids: &[S], out: &mut [Option<u32>]) -> Result<()> {
+        if ids.len() != out.len() {
+            return Err(Error::LengthMismatch {
+                what: "index_of_batch",
+                bits: out.len() as u64,
+                ids: ids.len() as u64,
+            });
+        }
+        let inner = &*self.inner;
+        inner
+            .body()
+            .and_then(|body| {
+                inner.find_batch(
+                    body,
+                    ids.len(),
+                    |k| Ok(ids.get(k).map_or(&[][..], |s| s.as_ref().as_bytes())),
+                    |k, found| {
+                        if let Some(slot) = out.get_mut(k) {
+                            *slot = found;
+                        }
+                        Ok(())
+                    },
+                )
+            })
+            .map_err(|Fault| inner.error())
+    }
+
+    /// The ids in position order, each as `Ok(id)`, or `Err` for an id whose
+    /// check failed.
+    ///
+    /// The iterator always yields exactly [`len`](IdMap::len) items; once the
+    /// map is found corrupt, every later item is `Err`, so collecting into a
+    /// `Result<Vec<_>>` stops at the first failure.
+    ///
+    /// Cost: O(1) to create; each step costs as [`try_id`](IdMap::try_id),
+    /// with sequential, cache-friendly reads.
+    ///
+    /// ```
+    /// let map = scopecache::IdMap::from_ids(["a", "b"])?;
+    /// let ids: Vec<&str> = map.iter().collect::<Result<_, _>>()?;
+    /// assert_eq!(ids, ["a", "b"]);
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    pub fn iter(&self) -> IdIter<'_> {
+        IdIter {
+            map: self,
+            next: 0,
+            end: self.inner.layout.count,
+        }
+    }
+}
+
+/// The ids of an [`IdMap`] in position order; see [`IdMap::iter`].
+///
+/// Invariant: yields exactly `len()` items, each `Ok(id)` or, for an id
+/// whose check failed or any id after that, `Err(Error::Corrupt)`.
+///
+/// ```
+/// let map = scopecache::IdMap::from_ids(["a", "b", "c"])?;
+/// let mut it = map.iter();
+/// assert_eq!(it.len(), 3);
+/// assert_eq!(it.next_back().transpose()?, Some("c"));
+/// # Ok::<(), scopecache::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct IdIter<'a> {
+    map: &'a IdMap,
+    next: usize,
+    end: usize,
+}
+
+impl<'a> IdIter<'a> {
+    fn item(&self, i: usize) -> Result<&'a str> {
+        let map: &'a IdMap = self.map;
+        match map.try_id(i as u32) {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(map.inner.error()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl<'a> Iterator for IdIter<'a> {
+    type Item = Result<&'a str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        let i = self.next;
+        self.next += 1;
+        Some(self.item(i))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.end - self.next;
+        (n, Some(n))
+    }
+}
+
+impl DoubleEndedIterator for IdIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        if self.next >= self.end {
+            return None;
+        }
+        self.end -= 1;
+        Some(self.item(self.end))
+    }
+}
+
+impl ExactSizeIterator for IdIter<'_> {}
+impl FusedIterator for IdIter<'_> {}

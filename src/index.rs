@@ -1,0 +1,134 @@
+//! The entry index: an rkyv archive of every live entry and every stored id
+//! mapping, rewritten whole at each commit and read in place by readers.
+
+use crate::error::{Error, Result};
+use crate::format::{DATA_START, REGION_ALIGN};
+use rkyv::{Archive, Deserialize, Serialize};
+use std::path::Path;
+
+/// Where a bitset lives: `bits` bits in `ceil(bits / 64)` little-endian u64
+/// words at `offset`; bits past `bits` in the last word are zero.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct BitsRecord {
+    pub offset: u64,
+    pub bits: u64,
+    pub crc: u32,
+}
+
+impl BitsRecord {
+    pub(crate) fn byte_len(bits: u64) -> u64 {
+        bits.div_ceil(64) * 8
+    }
+}
+
+/// A stored id mapping region, shared by every entry that names it.
+#[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MapRecord {
+    pub offset: u64,
+    pub len: u64,
+    pub count: u64,
+    /// The mapping's content digest (xxh3-128 of its body), copied from its
+    /// header so that a writer can find a stored mapping without reading it.
+    pub digest_lo: u64,
+    pub digest_hi: u64,
+}
+
+impl MapRecord {
+    pub(crate) fn digest(&self) -> u128 {
+        (u128::from(self.digest_hi) << 64) | u128::from(self.digest_lo)
+    }
+}
+
+/// One cached scope.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EntryRecord {
+    pub key: String,
+    /// Microseconds since the Unix epoch, UTC.
+    pub created_us: i64,
+    /// Last access known at commit time; the shared stamp in slot `slot` may
+    /// be newer, and the later of the two is the entry's last access.
+    pub accessed_us: i64,
+    pub slot: u32,
+    pub node_map: u32,
+    pub link_map: u32,
+    pub nodes: BitsRecord,
+    pub links: BitsRecord,
+    /// The attributes as compact JSON text (an object).
+    pub attributes: String,
+}
+
+/// The whole index of one generation.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct IndexData {
+    /// Sorted by key bytes, keys unique.
+    pub entries: Vec<EntryRecord>,
+    /// Every mapping some entry names, and no other.
+    pub maps: Vec<MapRecord>,
+}
+
+impl IndexData {
+    pub(crate) fn to_bytes(&self) -> Result<rkyv::util::AlignedVec> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| Error::Config(format!("the index could not be encoded: {e}")))
+    }
+}
+
+/// Checks the archived index against everything rkyv's validation cannot
+/// know: sort order, references between tables, and that every region lies
+/// inside the committed part of the file. After this, readers trust the
+/// index's structure (never its regions' contents, which carry their own CRCs).
+pub(crate) fn check_semantics(
+    path: &Path,
+    idx: &ArchivedIndexData,
+    committed_len: u64,
+    stamps_capacity: u32,
+) -> Result<()> {
+    let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
+    let in_file = |offset: u64, len: u64| {
+        offset >= DATA_START
+            && offset % REGION_ALIGN == 0
+            && offset.checked_add(len).is_some_and(|end| end <= committed_len)
+    };
+    for (i, m) in idx.maps.iter().enumerate() {
+        if !in_file(m.offset.to_native(), m.len.to_native()) {
+            return bad(format!("mapping {i} at {}+{} lies outside the file", m.offset, m.len));
+        }
+    }
+    let mut prev: Option<&str> = None;
+    for e in idx.entries.iter() {
+        let key = e.key.as_str();
+        if let Err(reason) = crate::key::check(key) {
+            return bad(format!("entry key {key:?} is invalid: {reason}"));
+        }
+        if prev.is_some_and(|p| p >= key) {
+            return bad(format!("entry keys out of order at {key:?}"));
+        }
+        prev = Some(key);
+        for (map, bits) in [(e.node_map.to_native(), &e.nodes), (e.link_map.to_native(), &e.links)] {
+            let Some(m) = idx.maps.get(map as usize) else {
+                return bad(format!("entry {key:?} names mapping {map} of {}", idx.maps.len()));
+            };
+            if m.count.to_native() != bits.bits.to_native() {
+                return bad(format!(
+                    "entry {key:?}: bitset of {} bits with a mapping of {} ids",
+                    bits.bits,
+                    m.count
+                ));
+            }
+            if !in_file(bits.offset.to_native(), BitsRecord::byte_len(bits.bits.to_native())) {
+                return bad(format!("entry {key:?}: bitset at {} lies outside the file", bits.offset));
+            }
+        }
+        if e.slot.to_native() >= stamps_capacity {
+            return bad(format!("entry {key:?}: stamp slot {} of {stamps_capacity}", e.slot));
+        }
+    }
+    Ok(())
+}
+
+impl ArchivedIndexData {
+    /// The position of `key` among the entries, by binary search.
+    pub(crate) fn find(&self, key: &str) -> Option<usize> {
+        self.entries.binary_search_by(|e| e.key.as_str().cmp(key)).ok()
+    }
+}

@@ -1,0 +1,298 @@
+//! Readers' view of the file: one `FileHandle` per inode this process has
+//! opened, and immutable `Snapshot`s of committed generations over it.
+
+use crate::error::{Error, Result};
+use crate::format::{Counter, Superblock, COUNTERS_OFFSET, DATA_START};
+use crate::idmap::IdMap;
+use crate::index::{check_semantics, ArchivedEntryRecord, ArchivedIndexData, BitsRecord};
+use crate::io::FileIo;
+use crate::mapping::{MappedRegion, Mapping};
+use bitvec::prelude::{BitSlice, Lsb0};
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// One inode of the cache file, opened by this process. Compaction replaces
+/// the inode at the path; a handle keeps its own inode alive and readable.
+pub(crate) struct FileHandle {
+    pub path: PathBuf,
+    pub file: File,
+    pub dev: u64,
+    pub ino: u64,
+    /// Present when the file was opened for writing.
+    pub io: Option<Box<dyn FileIo>>,
+    mapping: Mutex<Arc<Mapping>>,
+    /// Bitset regions (by offset) whose CRC passed in this process.
+    verified_bits: Mutex<HashSet<u64>>,
+    /// Regions (by offset) found corrupt in this process.
+    bad_regions: Mutex<HashSet<u64>>,
+    /// Id mappings opened so far, by region offset; shared by snapshots.
+    idmaps: Mutex<HashMap<u64, IdMap>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the protected
+    // caches inconsistent (each update is a single insert), so poisoning is
+    // ignored rather than spread.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FileHandle {
+    /// Opens the file at `path` and maps it.
+    pub(crate) fn open(path: &Path, file: File, io: Option<Box<dyn FileIo>>) -> Result<FileHandle> {
+        let meta = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
+        let mapping = Mapping::new(&file, path, meta.len(), io.is_some())?;
+        Ok(FileHandle {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            file,
+            io,
+            mapping: Mutex::new(Arc::new(mapping)),
+            verified_bits: Mutex::new(HashSet::new()),
+            bad_regions: Mutex::new(HashSet::new()),
+            idmaps: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn writable(&self) -> bool {
+        self.io.is_some()
+    }
+
+    /// The current mapping, covering at least `need` bytes of file (mapping
+    /// again when the file has outgrown it). `need` is checked against the
+    /// file's size, so that a superblock pointing past the end is an error.
+    pub(crate) fn mapping_for(&self, need: u64) -> Result<Arc<Mapping>> {
+        let mut cur = lock(&self.mapping);
+        if need <= cur.valid_len() {
+            return Ok(Arc::clone(&cur));
+        }
+        let len = self.file.metadata().map_err(|e| Error::io(&self.path, "fstat", e))?.len();
+        if need > len {
+            return Err(Error::corrupt(
+                &self.path,
+                format!("the committed state needs {need} bytes but the file has {len}: it was truncated"),
+            ));
+        }
+        if len <= cur.mapped_len() {
+            cur.note_file_len(len);
+        } else {
+            *cur = Arc::new(Mapping::new(&self.file, &self.path, len, self.writable())?);
+        }
+        Ok(Arc::clone(&cur))
+    }
+
+    /// The current mapping as it is.
+    pub(crate) fn mapping(&self) -> Arc<Mapping> {
+        Arc::clone(&lock(&self.mapping))
+    }
+
+    pub(crate) fn count(&self, c: Counter, n: u64) {
+        self.mapping().add(COUNTERS_OFFSET + 8 * c as u64, n);
+    }
+
+    pub(crate) fn is_bad(&self, offset: u64) -> bool {
+        lock(&self.bad_regions).contains(&offset)
+    }
+
+    pub(crate) fn mark_bad(&self, offset: u64) {
+        lock(&self.bad_regions).insert(offset);
+    }
+
+    /// The id mapping stored at `offset`, opened once per process.
+    pub(crate) fn idmap(&self, map: &Arc<Mapping>, offset: u64, len: u64) -> Result<IdMap> {
+        if let Some(m) = lock(&self.idmaps).get(&offset) {
+            return Ok(m.clone());
+        }
+        if self.is_bad(offset) {
+            return Err(Error::corrupt(&self.path, format!("id mapping at {offset} failed its checks")));
+        }
+        let region = MappedRegion::new(map, offset, len)?;
+        let len = usize::try_from(len).map_err(|_| Error::corrupt(&self.path, "id mapping too large"))?;
+        let m = IdMap::open(Arc::new(region), 0, len).inspect_err(|_| self.mark_bad(offset))?;
+        lock(&self.idmaps).insert(offset, m.clone());
+        Ok(m)
+    }
+
+    /// Checks a bitset's CRC, once per process.
+    pub(crate) fn check_bits(&self, map: &Mapping, rec: &BitsRecord) -> Result<()> {
+        if lock(&self.verified_bits).contains(&rec.offset) {
+            return Ok(());
+        }
+        if self.is_bad(rec.offset) {
+            return Err(Error::corrupt(&self.path, format!("bitset at {} failed its CRC", rec.offset)));
+        }
+        let bytes = map
+            .region(rec.offset, BitsRecord::byte_len(rec.bits))
+            .ok_or_else(|| Error::corrupt(&self.path, format!("bitset at {} lies outside the file", rec.offset)))?;
+        let crc = crc32fast::hash(bytes);
+        if crc != rec.crc {
+            self.mark_bad(rec.offset);
+            return Err(Error::corrupt(
+                &self.path,
+                format!("bitset at {}: CRC expected {:#010x}, found {crc:#010x}", rec.offset, rec.crc),
+            ));
+        }
+        lock(&self.verified_bits).insert(rec.offset);
+        Ok(())
+    }
+}
+
+/// Everything a `Scope` needs of one entry, resolved once per snapshot.
+pub(crate) struct Resolved {
+    pub nodes: BitsRecord,
+    pub links: BitsRecord,
+    pub node_ids: IdMap,
+    pub link_ids: IdMap,
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A committed generation of one file, read in place.
+pub(crate) struct Snapshot {
+    pub file: Arc<FileHandle>,
+    pub map: Arc<Mapping>,
+    pub sb: Superblock,
+    resolved: Box<[OnceLock<Arc<Resolved>>]>,
+}
+
+impl Snapshot {
+    /// Loads the newest committed generation of `file`: one CRC pass and one
+    /// bytecheck validation of the index, then semantic checks.
+    pub(crate) fn load(file: Arc<FileHandle>) -> Result<Snapshot> {
+        let first = file.mapping_for(DATA_START)?;
+        let sb = first.superblock()?;
+        let map = file.mapping_for(sb.committed_len)?;
+        let path = &file.path;
+        let bytes = map.region(sb.index_offset, sb.index_len).ok_or_else(|| {
+            Error::corrupt(path, format!("index at {}+{} lies outside the file", sb.index_offset, sb.index_len))
+        })?;
+        if sb.index_offset.checked_add(sb.index_len).is_none_or(|end| end > sb.committed_len) {
+            return Err(Error::corrupt(path, "index lies past the committed length"));
+        }
+        let crc = crc32fast::hash(bytes);
+        if crc != sb.index_crc {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "index of generation {}: CRC expected {:#010x}, found {crc:#010x}",
+                    sb.generation, sb.index_crc
+                ),
+            ));
+        }
+        let idx = rkyv::access::<ArchivedIndexData, rkyv::rancor::Error>(bytes)
+            .map_err(|e| Error::corrupt(path, format!("index of generation {}: {e}", sb.generation)))?;
+        let stamps_end = u64::from(sb.stamps_capacity)
+            .checked_mul(8)
+            .and_then(|n| n.checked_add(sb.stamps_offset));
+        if sb.stamps_offset < DATA_START || sb.stamps_offset % 8 != 0 || stamps_end.is_none_or(|e| e > sb.committed_len) {
+            return Err(Error::corrupt(path, "the access-stamp table lies outside the file"));
+        }
+        check_semantics(path, idx, sb.committed_len, sb.stamps_capacity)?;
+        let resolved = (0..idx.entries.len()).map(|_| OnceLock::new()).collect();
+        Ok(Snapshot { file, map, sb, resolved })
+    }
+
+    /// The archived index, read in place.
+    pub(crate) fn index(&self) -> &ArchivedIndexData {
+        // The range was checked in load().
+        let bytes = self.map.region(self.sb.index_offset, self.sb.index_len).unwrap_or(&[]);
+        // SAFETY: these exact bytes passed `rkyv::access` validation in
+        // load(), they belong to a published generation and so are never
+        // written again, and `self.map` keeps the mapping alive.
+        unsafe { rkyv::access_unchecked::<ArchivedIndexData>(bytes) }
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.sb.generation
+    }
+
+    /// The last access of an entry: the later of the time in the index and
+    /// the shared stamp that readers raise without the write lock.
+    pub(crate) fn last_access_us(&self, e: &ArchivedEntryRecord) -> i64 {
+        let stamp = self.map.load(self.stamp_offset(e.slot.to_native()));
+        let stamp = i64::try_from(stamp).unwrap_or(i64::MAX);
+        e.accessed_us.to_native().max(stamp)
+    }
+
+    pub(crate) fn stamp_offset(&self, slot: u32) -> u64 {
+        self.sb.stamps_offset + 8 * u64::from(slot)
+    }
+
+    /// Records an access to entry `e` in the shared stamp table.
+    pub(crate) fn touch(&self, e: &ArchivedEntryRecord, now_us: i64) {
+        self.map
+            .store_max(self.stamp_offset(e.slot.to_native()), u64::try_from(now_us).unwrap_or(0));
+    }
+
+    /// Resolves entry `pos`: checks its bitsets (when `check_bits`), opens its
+    /// mappings, parses its attributes. Done once per snapshot and entry.
+    pub(crate) fn resolve(&self, pos: usize, check_bits: bool) -> Result<Arc<Resolved>> {
+        let slot = self
+            .resolved
+            .get(pos)
+            .ok_or_else(|| Error::corrupt(&self.file.path, "entry position out of range"))?;
+        if let Some(r) = slot.get() {
+            return Ok(Arc::clone(r));
+        }
+        let e = &self.index().entries[pos];
+        let maps = &self.index().maps;
+        let nodes = native_bits(&e.nodes);
+        let links = native_bits(&e.links);
+        if check_bits {
+            self.file.check_bits(&self.map, &nodes)?;
+            self.file.check_bits(&self.map, &links)?;
+        } else if self.file.is_bad(nodes.offset) || self.file.is_bad(links.offset) {
+            return Err(Error::corrupt(&self.file.path, "bitset failed its CRC"));
+        }
+        let open_map = |i: u32| -> Result<IdMap> {
+            let m = &maps[i as usize];
+            let idmap = self.file.idmap(&self.map, m.offset.to_native(), m.len.to_native())?;
+            if idmap.len() as u64 != m.count.to_native() || idmap.digest() != digest_of(m) {
+                self.file.mark_bad(m.offset.to_native());
+                return Err(Error::corrupt(&self.file.path, "id mapping header disagrees with the index"));
+            }
+            Ok(idmap)
+        };
+        let node_ids = open_map(e.node_map.to_native())?;
+        let link_ids = open_map(e.link_map.to_native())?;
+        let attributes = match serde_json::from_str(e.attributes.as_str()) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(Error::corrupt(
+                    &self.file.path,
+                    format!("entry {:?}: attributes are not a JSON object", e.key.as_str()),
+                ))
+            }
+        };
+        let r = Arc::new(Resolved { nodes, links, node_ids, link_ids, attributes });
+        Ok(Arc::clone(slot.get_or_init(|| r)))
+    }
+
+    /// The words of a bitset region; empty if out of range (load() and
+    /// resolve() have checked the range).
+    pub(crate) fn words(&self, rec: &BitsRecord) -> &[u64] {
+        let bytes = self.map.region(rec.offset, BitsRecord::byte_len(rec.bits)).unwrap_or(&[]);
+        crate::source::as_words(bytes)
+    }
+
+    pub(crate) fn bits(&self, rec: &BitsRecord) -> &BitSlice<u64, Lsb0> {
+        let words = self.words(rec);
+        let all = BitSlice::<u64, Lsb0>::from_slice(words);
+        let n = usize::try_from(rec.bits).unwrap_or(usize::MAX).min(all.len());
+        &all[..n]
+    }
+}
+
+pub(crate) fn native_bits(b: &crate::index::ArchivedBitsRecord) -> BitsRecord {
+    BitsRecord {
+        offset: b.offset.to_native(),
+        bits: b.bits.to_native(),
+        crc: b.crc.to_native(),
+    }
+}
+
+pub(crate) fn digest_of(m: &crate::index::ArchivedMapRecord) -> u128 {
+    (u128::from(m.digest_hi.to_native()) << 64) | u128::from(m.digest_lo.to_native())
+}

@@ -1,0 +1,118 @@
+//! Reports: cache statistics, maintenance and compaction outcomes, and the
+//! findings of `verify`.
+
+use chrono::{DateTime, Utc};
+
+/// Statistics of a cache, as `ScopeCache::stats` returns them: everything
+/// the original cache manager's `get_cache_stats` reports, plus the file's
+/// own accounting and counters summed over every process that used the file.
+#[derive(Clone, Debug, PartialEq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize))]
+pub struct CacheStats {
+    /// Number of entries (expired ones not yet removed included).
+    pub total_entries: u64,
+    /// Bytes of all entries' parts, each mapping counted once however many
+    /// entries share it: what the cache holds.
+    pub total_size_bytes: u64,
+    /// `total_size_bytes` in MiB.
+    pub total_size_mb: f64,
+    /// `total_size_bytes` in GiB.
+    pub total_size_gb: f64,
+    /// Sum of all entries' node counts.
+    pub total_nodes: u64,
+    /// Sum of all entries' link counts.
+    pub total_links: u64,
+    /// `file_bytes / max_size_bytes`.
+    pub cache_utilization: f64,
+    /// Creation time of the oldest entry.
+    pub oldest_entry: Option<DateTime<Utc>>,
+    /// Creation time of the newest entry.
+    pub newest_entry: Option<DateTime<Utc>>,
+    /// `total_nodes / total_entries` (0 when empty).
+    pub average_nodes_per_entry: u64,
+    /// `total_links / total_entries` (0 when empty).
+    pub average_links_per_entry: u64,
+    /// The file's committed length.
+    pub file_bytes: u64,
+    /// Bytes a compaction would keep (header, live regions, index).
+    pub live_bytes: u64,
+    /// `file_bytes - live_bytes`: what compaction would reclaim.
+    pub dead_bytes: u64,
+    /// Distinct stored id mappings.
+    pub stored_mappings: u64,
+    /// The committed generation.
+    pub generation: u64,
+    /// Gets that returned a scope, over all processes.
+    pub hits: u64,
+    /// Gets that returned nothing.
+    pub misses: u64,
+    /// Entries evicted to respect the limits.
+    pub evictions: u64,
+    /// Entries removed because their TTL ran out.
+    pub expiries: u64,
+    /// Entries dropped because their bytes failed a check.
+    pub corrupt_dropped: u64,
+    /// Successful puts.
+    pub puts: u64,
+    /// Successful removes.
+    pub removes: u64,
+    /// Compactions.
+    pub compactions: u64,
+}
+
+/// What `ScopeCache::maintain` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize))]
+pub struct MaintainReport {
+    /// Entries removed because their TTL ran out.
+    pub expired: u64,
+    /// Entries evicted to respect `max_entries` and `max_size_bytes`.
+    pub evicted: u64,
+    /// Entries dropped because this process found them corrupt.
+    pub corrupt_dropped: u64,
+    /// The compaction run, if one was worth it.
+    pub compaction: Option<CompactReport>,
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize))]
+pub struct CompactReport {
+    /// File length before.
+    pub bytes_before: u64,
+    /// File length after.
+    pub bytes_after: u64,
+}
+
+/// One problem `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize))]
+pub struct Problem {
+    /// The entry concerned, if the problem is in one entry's data.
+    pub key: Option<String>,
+    /// What is wrong.
+    pub what: String,
+}
+
+/// What `ScopeCache::verify` found. It changes nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(serde::Serialize))]
+pub struct VerifyReport {
+    /// The generation checked.
+    pub generation: u64,
+    /// Entries checked.
+    pub entries: u64,
+    /// Distinct id mappings checked.
+    pub mappings: u64,
+    /// Bytes read and checked.
+    pub bytes_checked: u64,
+    /// Everything found wrong; empty when the file is sound.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
