@@ -121,7 +121,11 @@ impl ScopeCache {
             Ok(s) => s,
             Err(e) if e.is_corruption() && config.quarantine_corrupt && !read_only => {
                 let aside = quarantine(&path)?;
-                log::warn!("{}: {e}; moved aside to {} and starting empty", path.display(), aside.display());
+                log::warn!(
+                    "{}: {e}; moved aside to {} and starting empty",
+                    path.display(),
+                    aside.display()
+                );
                 create_if_missing(&path, &config, io.as_ref())?;
                 Snapshot::load(Arc::new(open_handle(&path, false, io.as_ref())?.0))?
             }
@@ -226,24 +230,27 @@ impl ScopeCache {
         key::validate(key)?;
         let snap = self.snapshot()?;
         let Some(pos) = snap.index().find(key) else {
-            snap.file.count(Counter::Misses, 1);
+            snap.count(Counter::Misses, 1);
             return Ok(None);
         };
         let e = &snap.index().entries[pos];
         let now = self.config.clock.now().timestamp_micros();
         if self.is_expired(snap.last_access_us(e), now) {
-            snap.file.count(Counter::Misses, 1);
+            snap.count(Counter::Misses, 1);
             return Ok(None);
         }
         match snap.resolve(pos, self.config.verify_bitsets) {
             Ok(r) => {
                 snap.touch(e, now);
-                snap.file.count(Counter::Hits, 1);
+                snap.count(Counter::Hits, 1);
                 Ok(Some(Scope::new(Arc::clone(&snap), pos, r)))
             }
             Err(err) if err.is_corruption() => {
-                log::warn!("{}: entry {key:?} failed its checks and is dropped: {err}", self.path.display());
-                snap.file.count(Counter::Misses, 1);
+                log::warn!(
+                    "{}: entry {key:?} failed its checks and is dropped: {err}",
+                    self.path.display()
+                );
+                snap.count(Counter::Misses, 1);
                 self.heal();
                 Ok(None)
             }
@@ -252,11 +259,14 @@ impl ScopeCache {
     }
 
     fn is_expired(&self, last_access_us: i64, now_us: i64) -> bool {
-        self.ttl_us().is_some_and(|ttl| now_us.saturating_sub(last_access_us) > ttl)
+        self.ttl_us()
+            .is_some_and(|ttl| now_us.saturating_sub(last_access_us) > ttl)
     }
 
     fn ttl_us(&self) -> Option<i64> {
-        self.config.ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+        self.config
+            .ttl
+            .map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
     }
 
     /// Drops entries found corrupt, if the write lock is free right now; a
@@ -307,7 +317,11 @@ impl ScopeCache {
             ("links", data.links.len(), data.link_ids.len()),
         ] {
             if bits != ids {
-                return Err(Error::LengthMismatch { what, bits: bits as u64, ids: ids as u64 });
+                return Err(Error::LengthMismatch {
+                    what,
+                    bits: bits as u64,
+                    ids: ids as u64,
+                });
             }
         }
         let attributes = serde_json::to_string(data.attributes)?;
@@ -322,21 +336,30 @@ impl ScopeCache {
             let new_maps: u64 = maps
                 .iter()
                 .filter(|m| seen.insert(m.digest()))
-                .filter(|m| !idx.maps.iter().any(|r| r.digest() == m.digest() && r.len == m.region_len()))
+                .filter(|m| {
+                    !idx.maps
+                        .iter()
+                        .any(|r| r.digest() == m.digest() && r.len == m.region_len())
+                })
                 .map(|m| aligned(m.region_len()) + 48)
                 .sum();
             own + new_maps + entry_index_bytes
         };
         let alone = footprint(&IndexData::default()) + incoming(&IndexData::default());
         if alone > self.config.max_size_bytes {
-            return Err(Error::TooLarge { key: key.to_owned(), needed: alone, max: self.config.max_size_bytes });
+            return Err(Error::TooLarge {
+                key: key.to_owned(),
+                needed: alone,
+                max: self.config.max_size_bytes,
+            });
         }
         self.write(true, |txn| {
             txn.drop_known_bad();
             self.expire(txn);
             txn.remove(key);
             let cfg = txn.cfg;
-            for victim in eviction::lru_victims(&txn.index, 1, incoming, cfg.max_entries, cfg.max_size_bytes) {
+            for victim in eviction::lru_victims(&txn.index, 1, incoming, cfg.max_entries, cfg.max_size_bytes)
+            {
                 txn.remove(&victim);
                 txn.counts.push((Counter::Evictions, 1));
             }
@@ -409,7 +432,11 @@ impl ScopeCache {
             .iter()
             .map(|e| EntryInfo::from_entry(&snap, e, None))
             .collect();
-        out.sort_by(|a, b| b.last_accessed.cmp(&a.last_accessed).then_with(|| a.key.cmp(&b.key)));
+        out.sort_by(|a, b| {
+            b.last_accessed
+                .cmp(&a.last_accessed)
+                .then_with(|| a.key.cmp(&b.key))
+        });
         Ok(out)
     }
 
@@ -417,7 +444,10 @@ impl ScopeCache {
     pub fn info(&self, key: &str) -> Result<Option<EntryInfo>> {
         key::validate(key)?;
         let snap = self.snapshot()?;
-        Ok(snap.index().find(key).map(|pos| EntryInfo::from_entry(&snap, &snap.index().entries[pos], None)))
+        Ok(snap
+            .index()
+            .find(key)
+            .map(|pos| EntryInfo::from_entry(&snap, &snap.index().entries[pos], None)))
     }
 
     /// Statistics of the cache and of its use by all processes.
@@ -431,13 +461,20 @@ impl ScopeCache {
         let total_size_bytes: u64 = index
             .entries
             .iter()
-            .map(|e| BitsRecord::byte_len(e.nodes.bits) + BitsRecord::byte_len(e.links.bits) + e.attributes.len() as u64)
+            .map(|e| {
+                BitsRecord::byte_len(e.nodes.bits)
+                    + BitsRecord::byte_len(e.links.bits)
+                    + e.attributes.len() as u64
+            })
             .sum::<u64>()
             + index.maps.iter().map(|m| m.len).sum::<u64>();
         let live_bytes = footprint(&index).min(snap.sb.committed_len);
         let file_bytes = snap.sb.committed_len;
         let c = |c: Counter| snap.map.load(COUNTERS_OFFSET + 8 * c as u64);
-        let created = index.entries.iter().map(|e| crate::clock::from_micros(e.created_us));
+        let created = index
+            .entries
+            .iter()
+            .map(|e| crate::clock::from_micros(e.created_us));
         Ok(CacheStats {
             total_entries: n,
             total_size_bytes,
@@ -469,7 +506,8 @@ impl ScopeCache {
     /// Removes expired entries, evicts down to the limits, drops entries
     /// found corrupt, and compacts when dead space makes it worth it.
     pub fn maintain(&self) -> Result<MaintainReport> {
-        let report = self.write(true, |txn| {
+        let report = self.write_reporting(true, |txn| {
+            compact::remove_stale_temps(&self.path);
             let mut r = MaintainReport::default();
             let before = txn.counts.len();
             txn.drop_known_bad();
@@ -483,7 +521,9 @@ impl ScopeCache {
             }
             Ok(r)
         })?;
-        Ok(report.unwrap_or_default())
+        Ok(report
+            .map(|(r, compaction)| MaintainReport { compaction, ..r })
+            .unwrap_or_default())
     }
 
     /// Rewrites the file with only its live data, now, and moves this handle
@@ -494,9 +534,13 @@ impl ScopeCache {
     /// written once and fsynced.
     pub fn compact(&self) -> Result<CompactReport> {
         let r = self.write(true, |txn| {
+            compact::remove_stale_temps(&self.path);
             txn.commit()?;
             let c = compact::compact(txn, self.io.as_ref())?;
-            Ok(CompactReport { bytes_before: c.bytes_before, bytes_after: c.bytes_after })
+            Ok(CompactReport {
+                bytes_before: c.bytes_before,
+                bytes_after: c.bytes_after,
+            })
         })?;
         r.ok_or_else(|| Error::Config("compaction did not run".into()))
     }
@@ -510,11 +554,17 @@ impl ScopeCache {
         let snap = self.snapshot()?;
         let fh = &snap.file;
         let idx = snap.index();
-        let mut report = VerifyReport { generation: snap.generation(), ..VerifyReport::default() };
+        let mut report = VerifyReport {
+            generation: snap.generation(),
+            ..VerifyReport::default()
+        };
         let slots = snap.map.read_superblocks();
         for (i, s) in slots.iter().enumerate() {
             if let Err(e) = crate::format::Superblock::decode(s) {
-                report.problems.push(Problem { key: None, what: format!("superblock slot {i}: {e:?}") });
+                report.problems.push(Problem {
+                    key: None,
+                    what: format!("superblock slot {i}: {e:?}"),
+                });
             }
         }
         let mut map_ok = vec![None; idx.maps.len()];
@@ -523,13 +573,19 @@ impl ScopeCache {
             let key = Some(e.key.as_str().to_owned());
             for b in [&e.nodes, &e.links] {
                 let rec = crate::snapshot::native_bits(b);
-                let bytes = snap.map.region(rec.offset, BitsRecord::byte_len(rec.bits)).unwrap_or(&[]);
+                let bytes = snap
+                    .map
+                    .region(rec.offset, BitsRecord::byte_len(rec.bits))
+                    .unwrap_or(&[]);
                 report.bytes_checked += bytes.len() as u64;
                 let crc = crc32fast::hash(bytes);
                 if crc != rec.crc {
                     report.problems.push(Problem {
                         key: key.clone(),
-                        what: format!("bitset at {}: CRC expected {:#010x}, found {crc:#010x}", rec.offset, rec.crc),
+                        what: format!(
+                            "bitset at {}: CRC expected {:#010x}, found {crc:#010x}",
+                            rec.offset, rec.crc
+                        ),
                     });
                 }
             }
@@ -545,11 +601,17 @@ impl ScopeCache {
                     map_ok[i] = Some(res.map_err(|e| e.to_string()));
                 }
                 if let Some(Err(what)) = &map_ok[i] {
-                    report.problems.push(Problem { key: key.clone(), what: format!("id mapping {m}: {what}") });
+                    report.problems.push(Problem {
+                        key: key.clone(),
+                        what: format!("id mapping {m}: {what}"),
+                    });
                 }
             }
             if serde_json::from_str::<Map<String, Value>>(e.attributes.as_str()).is_err() {
-                report.problems.push(Problem { key, what: "attributes are not a JSON object".into() });
+                report.problems.push(Problem {
+                    key,
+                    what: "attributes are not a JSON object".into(),
+                });
             }
         }
         Ok(report)
@@ -564,8 +626,19 @@ impl ScopeCache {
     /// file's exclusive lock, then commits, then compacts if worth it.
     /// With `blocking == false`, returns Ok(None) at once if the lock is held.
     fn write<T>(&self, blocking: bool, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<Option<T>> {
+        Ok(self.write_reporting(blocking, f)?.map(|(v, _)| v))
+    }
+
+    /// `write`, also saying whether the transaction ended in a compaction.
+    fn write_reporting<T>(
+        &self,
+        blocking: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T>,
+    ) -> Result<Option<(T, Option<CompactReport>)>> {
         if self.read_only {
-            return Err(Error::ReadOnly { path: self.path.clone() });
+            return Err(Error::ReadOnly {
+                path: self.path.clone(),
+            });
         }
         let mut state = if blocking {
             self.writer.lock().unwrap_or_else(|p| p.into_inner())
@@ -577,17 +650,32 @@ impl ScopeCache {
             }
         };
         if state.poisoned {
-            return Err(Error::Poisoned { path: self.path.clone() });
+            return Err(Error::Poisoned {
+                path: self.path.clone(),
+            });
         }
-        let Some(guard) = self.lock_current(blocking)? else { return Ok(None) };
+        let Some(guard) = self.lock_current(blocking)? else {
+            return Ok(None);
+        };
         let snap = self.install(Arc::new(Snapshot::load(Arc::clone(&guard.0))?));
+        if snap.sb.is_retired() {
+            // A compaction died between retiring this file and renaming its
+            // successor over it: this commit clears the flag (Txn::begin
+            // marks the transaction dirty), and its leftovers go.
+            compact::remove_stale_temps(&self.path);
+        }
         let mut txn = Txn::begin(guard, snap, &self.config)?;
         let out = f(&mut txn).and_then(|v| {
             txn.commit()?;
+            let mut compacted = None;
             if self.compaction_worth_it(&txn) {
-                compact::compact(&mut txn, self.io.as_ref())?;
+                let c = compact::compact(&mut txn, self.io.as_ref())?;
+                compacted = Some(CompactReport {
+                    bytes_before: c.bytes_before,
+                    bytes_after: c.bytes_after,
+                });
             }
-            Ok(v)
+            Ok((v, compacted))
         });
         state.poisoned |= txn.poisoned;
         self.install(Arc::clone(&txn.snap));
@@ -645,16 +733,31 @@ struct BitsetBytes<'a> {
 impl<'a> BitsetBytes<'a> {
     fn new(bits: &'a BitSlice<u64, Lsb0>) -> BitsetBytes<'a> {
         let n = bits.len();
-        if let bitvec::domain::Domain::Region { head: None, body, tail } = bits.domain() {
+        if let bitvec::domain::Domain::Region {
+            head: None,
+            body,
+            tail,
+        } = bits.domain()
+        {
             // Starts on a word boundary: write the caller's words in place;
             // a partial last word is masked (load_value clears dead bits).
             let last = tail.map(|t| t.load_value());
-            return BitsetBytes { body, last, bits: n as u64, owned: Vec::new() };
+            return BitsetBytes {
+                body,
+                last,
+                bits: n as u64,
+                owned: Vec::new(),
+            };
         }
         // A slice starting mid-word: copy into words that start at bit 0.
         let mut v = bitvec::vec::BitVec::<u64, Lsb0>::repeat(false, n);
         v.copy_from_bitslice(bits);
-        BitsetBytes { body: &[], last: None, bits: n as u64, owned: v.into_vec() }
+        BitsetBytes {
+            body: &[],
+            last: None,
+            bits: n as u64,
+            owned: v.into_vec(),
+        }
     }
 
     fn len(&self) -> u64 {
@@ -676,12 +779,19 @@ impl<'a> BitsetBytes<'a> {
             Some(o) => o,
             None => txn.append(&[])?,
         };
-        Ok(BitsRecord { offset, bits: self.bits, crc: crc.finalize() })
+        Ok(BitsRecord {
+            offset,
+            bits: self.bits,
+            crc: crc.finalize(),
+        })
     }
 }
 
 fn is_denied(e: &std::io::Error) -> bool {
-    matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem)
+    matches!(
+        e.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// Opens the file at `path` for writing if allowed and possible, else for
@@ -706,7 +816,10 @@ fn open_handle(path: &Path, read_only: bool, io: &dyn IoFactory) -> Result<(File
 /// Moves a corrupt file aside (never deleting it); returns where.
 fn quarantine(path: &Path) -> Result<PathBuf> {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(".corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")));
+    name.push(format!(
+        ".corrupt-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")
+    ));
     let aside = path.with_file_name(name);
     std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
     Ok(aside)

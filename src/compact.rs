@@ -9,7 +9,9 @@
 use crate::config::CacheConfig;
 use crate::error::{Error, Result};
 use crate::failpoint;
-use crate::format::{align_up, Counter, Superblock, COUNTERS_OFFSET, COUNTER_COUNT, DATA_START, FLAG_RETIRED};
+use crate::format::{
+    align_up, Counter, Superblock, COUNTERS_OFFSET, COUNTER_COUNT, DATA_START, FLAG_RETIRED,
+};
 use crate::index::{BitsRecord, IndexData, MapRecord};
 use crate::io::{FileIo, IoFactory};
 use crate::snapshot::{FileHandle, Snapshot};
@@ -37,7 +39,14 @@ impl FileBuilder {
 
     /// Writes the stamp table, the index, the counters and both superblocks
     /// (generations `generation - 1` and `generation`), then fsyncs.
-    fn finish(mut self, index: &IndexData, stamps: &[u64], counters: &[u64; COUNTER_COUNT], generation: u64, fsync: bool) -> Result<()> {
+    fn finish(
+        mut self,
+        index: &IndexData,
+        stamps: &[u64],
+        counters: &[u64; COUNTER_COUNT],
+        generation: u64,
+        fsync: bool,
+    ) -> Result<()> {
         let capacity = stamps.len() as u32;
         let table: Vec<u8> = stamps.iter().flat_map(|v| v.to_le_bytes()).collect();
         let stamps_offset = self.append(&table)?;
@@ -74,7 +83,11 @@ impl FileBuilder {
 fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     h.write_u32(std::process::id());
     h.finish()
 }
@@ -122,10 +135,44 @@ pub(crate) fn create_if_missing(path: &Path, cfg: &CacheConfig, io: &dyn IoFacto
     result?;
     if cfg.fsync {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            io.sync_dir(dir).map_err(|e| Error::io(dir, "fsync directory", e))?;
+            io.sync_dir(dir)
+                .map_err(|e| Error::io(dir, "fsync directory", e))?;
         }
     }
     Ok(())
+}
+
+/// Removes compaction files that a crashed compactor left beside `path`.
+/// Only the lock holder writes them, so the caller, who holds the lock, knows
+/// that any it finds are stale. Returns how many were removed.
+pub(crate) fn remove_stale_temps(path: &Path) -> usize {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return 0;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.compact-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&prefix) && n.ends_with(".tmp") {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {
+                    log::info!("removed stale compaction file {}", e.path().display());
+                    removed += 1;
+                }
+                Err(err) => log::warn!("{}: could not remove: {err}", e.path().display()),
+            }
+        }
+    }
+    removed
 }
 
 /// What a compaction did.
@@ -156,7 +203,13 @@ pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<Compacted
         for (c, n) in txn.counts.drain(..) {
             counters[c as usize] += n;
         }
-        b.finish(&index, &stamps, &counters, txn.snap.sb.generation + 2, txn.cfg.fsync)
+        b.finish(
+            &index,
+            &stamps,
+            &counters,
+            txn.snap.sb.generation + 2,
+            txn.cfg.fsync,
+        )
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -173,11 +226,13 @@ pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<Compacted
     retired.flags |= FLAG_RETIRED;
     txn.publish(&retired)?;
     failpoint::hit("compact-before-rename");
-    io.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename", e))?;
+    io.rename(&tmp, &path)
+        .map_err(|e| Error::io(&path, "rename", e))?;
     failpoint::hit("compact-after-rename");
     if txn.cfg.fsync {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            io.sync_dir(dir).map_err(|e| Error::io(dir, "fsync directory", e))?;
+            io.sync_dir(dir)
+                .map_err(|e| Error::io(dir, "fsync directory", e))?;
         }
     }
     let snap = Arc::new(Snapshot::load(Arc::clone(&new_guard.0))?);
@@ -191,7 +246,10 @@ pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<Compacted
         bytes_before,
         bytes_after
     );
-    Ok(Compacted { bytes_before, bytes_after })
+    Ok(Compacted {
+        bytes_before,
+        bytes_after,
+    })
 }
 
 fn reopen(p: &Path) -> Result<File> {
@@ -239,7 +297,11 @@ fn copy_live(txn: &mut Txn<'_>, b: &mut FileBuilder) -> Result<(IndexData, Vec<u
                     *slot = n;
                 }
                 Err(err) if err.is_corruption() => {
-                    log::warn!("{}: compaction drops id mapping at {}: {err}", fh.path.display(), rec.offset);
+                    log::warn!(
+                        "{}: compaction drops id mapping at {}: {err}",
+                        fh.path.display(),
+                        rec.offset
+                    );
                     fh.mark_bad(rec.offset);
                     bad_maps[i] = true;
                     ok = false;
@@ -253,8 +315,14 @@ fn copy_live(txn: &mut Txn<'_>, b: &mut FileBuilder) -> Result<(IndexData, Vec<u
             }
             match fh.check_bits(&snap.map, &rec) {
                 Ok(()) => {
-                    let bytes = snap.map.region(rec.offset, BitsRecord::byte_len(rec.bits)).unwrap_or(&[]);
-                    *slot = BitsRecord { offset: b.append(bytes)?, ..rec };
+                    let bytes = snap
+                        .map
+                        .region(rec.offset, BitsRecord::byte_len(rec.bits))
+                        .unwrap_or(&[]);
+                    *slot = BitsRecord {
+                        offset: b.append(bytes)?,
+                        ..rec
+                    };
                 }
                 Err(err) => {
                     log::warn!("{}: compaction drops entry {:?}: {err}", fh.path.display(), e.key);

@@ -70,8 +70,11 @@ pub(crate) fn lru_victims(
     max_entries: usize,
     max_bytes: u64,
 ) -> Vec<String> {
-    let mut order: Vec<(i64, String)> =
-        index.entries.iter().map(|e| (e.accessed_us, e.key.clone())).collect();
+    let mut order: Vec<(i64, String)> = index
+        .entries
+        .iter()
+        .map(|e| (e.accessed_us, e.key.clone()))
+        .collect();
     order.sort();
     let mut trial = index.clone();
     let mut victims = Vec::new();
@@ -144,7 +147,11 @@ mod tests {
     use crate::index::MapRecord;
 
     fn entry(key: &str, accessed: i64, bits: u64) -> EntryRecord {
-        let b = BitsRecord { offset: DATA_START, bits, crc: 0 };
+        let b = BitsRecord {
+            offset: DATA_START,
+            bits,
+            crc: 0,
+        };
         EntryRecord {
             key: key.into(),
             created_us: 0,
@@ -161,7 +168,13 @@ mod tests {
     fn index(n: usize) -> IndexData {
         let mut idx = IndexData {
             entries: Vec::new(),
-            maps: vec![MapRecord { offset: DATA_START, len: 1000, count: 64_000, digest_lo: 1, digest_hi: 2 }],
+            maps: vec![MapRecord {
+                offset: DATA_START,
+                len: 1000,
+                count: 64_000,
+                digest_lo: 1,
+                digest_hi: 2,
+            }],
         };
         for i in 0..n {
             idx.insert(entry(&format!("k{i}"), 100 - i as i64, 64_000));

@@ -71,7 +71,10 @@ pub(crate) enum SlotError {
     Empty,
     BadMagic([u8; 8]),
     BadVersion(u32),
-    BadCrc { stored: u32, computed: u32 },
+    BadCrc {
+        stored: u32,
+        computed: u32,
+    },
 }
 
 impl Superblock {
@@ -135,10 +138,7 @@ impl Superblock {
 
     /// Picks the newest usable superblock of the two slots, or explains why
     /// neither is usable.
-    pub(crate) fn choose(
-        path: &Path,
-        slots: [&[u8; SUPERBLOCK_LEN]; 2],
-    ) -> Result<Superblock> {
+    pub(crate) fn choose(path: &Path, slots: [&[u8; SUPERBLOCK_LEN]; 2]) -> Result<Superblock> {
         let decoded = [Superblock::decode(slots[0]), Superblock::decode(slots[1])];
         let mut best: Option<Superblock> = None;
         for (slot, d) in decoded.iter().enumerate() {
@@ -166,7 +166,8 @@ impl Superblock {
                 });
             }
         }
-        let foreign = |d: &Result<Superblock, SlotError>| matches!(d, Err(SlotError::BadMagic(_) | SlotError::Empty));
+        let foreign =
+            |d: &Result<Superblock, SlotError>| matches!(d, Err(SlotError::BadMagic(_) | SlotError::Empty));
         if foreign(&decoded[0]) && foreign(&decoded[1]) {
             let found = match decoded[0] {
                 Err(SlotError::BadMagic(m)) => m,
@@ -223,14 +224,20 @@ mod tests {
         let mut torn = b;
         torn[20] ^= 1;
         let chosen = Superblock::choose(Path::new("f"), [&a, &torn]).unwrap();
-        assert_eq!(chosen.generation, 4, "a torn newer slot falls back to the older one");
+        assert_eq!(
+            chosen.generation, 4,
+            "a torn newer slot falls back to the older one"
+        );
     }
 
     #[test]
     fn misplaced_slot_is_ignored() {
         let a = sb(4).encode();
         let b = sb(6).encode(); // generation 6 belongs in slot 0, not slot 1
-        assert_eq!(Superblock::choose(Path::new("f"), [&a, &b]).unwrap().generation, 4);
+        assert_eq!(
+            Superblock::choose(Path::new("f"), [&a, &b]).unwrap().generation,
+            4
+        );
     }
 
     #[test]

@@ -86,12 +86,15 @@ pub(crate) fn check_semantics(
     let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
     let in_file = |offset: u64, len: u64| {
         offset >= DATA_START
-            && offset % REGION_ALIGN == 0
+            && offset.is_multiple_of(REGION_ALIGN)
             && offset.checked_add(len).is_some_and(|end| end <= committed_len)
     };
     for (i, m) in idx.maps.iter().enumerate() {
         if !in_file(m.offset.to_native(), m.len.to_native()) {
-            return bad(format!("mapping {i} at {}+{} lies outside the file", m.offset, m.len));
+            return bad(format!(
+                "mapping {i} at {}+{} lies outside the file",
+                m.offset, m.len
+            ));
         }
     }
     let mut prev: Option<&str> = None;
@@ -104,23 +107,34 @@ pub(crate) fn check_semantics(
             return bad(format!("entry keys out of order at {key:?}"));
         }
         prev = Some(key);
-        for (map, bits) in [(e.node_map.to_native(), &e.nodes), (e.link_map.to_native(), &e.links)] {
+        for (map, bits) in [
+            (e.node_map.to_native(), &e.nodes),
+            (e.link_map.to_native(), &e.links),
+        ] {
             let Some(m) = idx.maps.get(map as usize) else {
                 return bad(format!("entry {key:?} names mapping {map} of {}", idx.maps.len()));
             };
             if m.count.to_native() != bits.bits.to_native() {
                 return bad(format!(
                     "entry {key:?}: bitset of {} bits with a mapping of {} ids",
-                    bits.bits,
-                    m.count
+                    bits.bits, m.count
                 ));
             }
-            if !in_file(bits.offset.to_native(), BitsRecord::byte_len(bits.bits.to_native())) {
-                return bad(format!("entry {key:?}: bitset at {} lies outside the file", bits.offset));
+            if !in_file(
+                bits.offset.to_native(),
+                BitsRecord::byte_len(bits.bits.to_native()),
+            ) {
+                return bad(format!(
+                    "entry {key:?}: bitset at {} lies outside the file",
+                    bits.offset
+                ));
             }
         }
         if e.slot.to_native() >= stamps_capacity {
-            return bad(format!("entry {key:?}: stamp slot {} of {stamps_capacity}", e.slot));
+            return bad(format!(
+                "entry {key:?}: stamp slot {} of {stamps_capacity}",
+                e.slot
+            ));
         }
     }
     Ok(())
@@ -130,5 +144,108 @@ impl ArchivedIndexData {
     /// The position of `key` among the entries, by binary search.
     pub(crate) fn find(&self, key: &str) -> Option<usize> {
         self.entries.binary_search_by(|e| e.key.as_str().cmp(key)).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// FORMAT.md gives these layouts byte by byte; a change here is a
+    /// format change.
+    #[test]
+    fn archived_layouts_are_as_documented() {
+        assert_eq!(
+            (size_of::<ArchivedIndexData>(), align_of::<ArchivedIndexData>()),
+            (16, 4)
+        );
+        assert_eq!(offset_of!(ArchivedIndexData, maps), 8);
+        assert_eq!(
+            (size_of::<ArchivedBitsRecord>(), align_of::<ArchivedBitsRecord>()),
+            (24, 8)
+        );
+        assert_eq!(offset_of!(ArchivedBitsRecord, crc), 16);
+        assert_eq!(
+            (size_of::<ArchivedMapRecord>(), align_of::<ArchivedMapRecord>()),
+            (40, 8)
+        );
+        assert_eq!(offset_of!(ArchivedMapRecord, digest_hi), 32);
+        assert_eq!(
+            (
+                size_of::<ArchivedEntryRecord>(),
+                align_of::<ArchivedEntryRecord>()
+            ),
+            (96, 8)
+        );
+        let e = [
+            offset_of!(ArchivedEntryRecord, key),
+            offset_of!(ArchivedEntryRecord, created_us),
+            offset_of!(ArchivedEntryRecord, accessed_us),
+            offset_of!(ArchivedEntryRecord, slot),
+            offset_of!(ArchivedEntryRecord, node_map),
+            offset_of!(ArchivedEntryRecord, link_map),
+            offset_of!(ArchivedEntryRecord, nodes),
+            offset_of!(ArchivedEntryRecord, links),
+            offset_of!(ArchivedEntryRecord, attributes),
+        ];
+        assert_eq!(e, [0, 8, 16, 24, 28, 32, 40, 64, 88]);
+    }
+
+    #[test]
+    fn strings_and_root_are_encoded_as_documented() {
+        let idx = IndexData {
+            entries: vec![EntryRecord {
+                key: "k".into(),
+                created_us: 1,
+                accessed_us: 2,
+                slot: 3,
+                node_map: 0,
+                link_map: 0,
+                nodes: BitsRecord {
+                    offset: 12288,
+                    bits: 5,
+                    crc: 6,
+                },
+                links: BitsRecord {
+                    offset: 12352,
+                    bits: 5,
+                    crc: 7,
+                },
+                attributes: "{\"run\":\"r1\"}".into(),
+            }],
+            maps: vec![MapRecord {
+                offset: 12416,
+                len: 8,
+                count: 5,
+                digest_lo: 9,
+                digest_hi: 10,
+            }],
+        };
+        let bytes = idx.to_bytes().unwrap();
+        // The root (16 bytes) is the last thing in the buffer.
+        let root = bytes.len() - 16;
+        let rel = |at: usize| i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as isize;
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+        let entries = (root as isize + rel(root)) as usize;
+        assert_eq!(u32_at(root + 4), 1);
+        // The key "k" is inline: its bytes, then 0xff padding.
+        assert_eq!(&bytes[entries..entries + 8], b"k\xff\xff\xff\xff\xff\xff\xff");
+        // The attributes (12 bytes) are out of line: encoded length, then a
+        // relative offset from the string's own position.
+        let a = entries + 88;
+        let enc = u32_at(a);
+        assert_eq!(
+            enc,
+            12 | 0x80,
+            "lengths under 64 keep their bits, tagged with bit 7"
+        );
+        let at = (a as isize + rel(a + 4)) as usize;
+        assert_eq!(&bytes[at..at + 12], b"{\"run\":\"r1\"}");
+        let maps = (root as isize + 8 + rel(root + 8)) as usize;
+        assert_eq!(
+            u64::from_le_bytes(bytes[maps..maps + 8].try_into().unwrap()),
+            12416
+        );
     }
 }

@@ -91,7 +91,7 @@ impl Mapping {
     /// A u64 that processes update in place, or None if out of range or
     /// misaligned.
     pub(crate) fn atomic_u64(&self, offset: u64) -> Option<&AtomicU64> {
-        if offset % 8 != 0 || offset.checked_add(8)? > self.valid_len() {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.valid_len() {
             return None;
         }
         // SAFETY: the 8 bytes lie inside the mapping and the file (checked
@@ -175,7 +175,10 @@ impl MappedRegion {
         if map.region(offset, len).is_none() {
             return Err(Error::corrupt(
                 map.path(),
-                format!("region {offset}+{len} lies outside the file of {} bytes", map.valid_len()),
+                format!(
+                    "region {offset}+{len} lies outside the file of {} bytes",
+                    map.valid_len()
+                ),
             ));
         }
         Ok(MappedRegion {

@@ -69,7 +69,11 @@ impl FileHandle {
         if need <= cur.valid_len() {
             return Ok(Arc::clone(&cur));
         }
-        let len = self.file.metadata().map_err(|e| Error::io(&self.path, "fstat", e))?.len();
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "fstat", e))?
+            .len();
         if need > len {
             return Err(Error::corrupt(
                 &self.path,
@@ -89,10 +93,6 @@ impl FileHandle {
         Arc::clone(&lock(&self.mapping))
     }
 
-    pub(crate) fn count(&self, c: Counter, n: u64) {
-        self.mapping().add(COUNTERS_OFFSET + 8 * c as u64, n);
-    }
-
     pub(crate) fn is_bad(&self, offset: u64) -> bool {
         lock(&self.bad_regions).contains(&offset)
     }
@@ -107,7 +107,10 @@ impl FileHandle {
             return Ok(m.clone());
         }
         if self.is_bad(offset) {
-            return Err(Error::corrupt(&self.path, format!("id mapping at {offset} failed its checks")));
+            return Err(Error::corrupt(
+                &self.path,
+                format!("id mapping at {offset} failed its checks"),
+            ));
         }
         let region = MappedRegion::new(map, offset, len)?;
         let len = usize::try_from(len).map_err(|_| Error::corrupt(&self.path, "id mapping too large"))?;
@@ -122,17 +125,28 @@ impl FileHandle {
             return Ok(());
         }
         if self.is_bad(rec.offset) {
-            return Err(Error::corrupt(&self.path, format!("bitset at {} failed its CRC", rec.offset)));
+            return Err(Error::corrupt(
+                &self.path,
+                format!("bitset at {} failed its CRC", rec.offset),
+            ));
         }
         let bytes = map
             .region(rec.offset, BitsRecord::byte_len(rec.bits))
-            .ok_or_else(|| Error::corrupt(&self.path, format!("bitset at {} lies outside the file", rec.offset)))?;
+            .ok_or_else(|| {
+                Error::corrupt(
+                    &self.path,
+                    format!("bitset at {} lies outside the file", rec.offset),
+                )
+            })?;
         let crc = crc32fast::hash(bytes);
         if crc != rec.crc {
             self.mark_bad(rec.offset);
             return Err(Error::corrupt(
                 &self.path,
-                format!("bitset at {}: CRC expected {:#010x}, found {crc:#010x}", rec.offset, rec.crc),
+                format!(
+                    "bitset at {}: CRC expected {:#010x}, found {crc:#010x}",
+                    rec.offset, rec.crc
+                ),
             ));
         }
         lock(&self.verified_bits).insert(rec.offset);
@@ -166,9 +180,19 @@ impl Snapshot {
         let map = file.mapping_for(sb.committed_len)?;
         let path = &file.path;
         let bytes = map.region(sb.index_offset, sb.index_len).ok_or_else(|| {
-            Error::corrupt(path, format!("index at {}+{} lies outside the file", sb.index_offset, sb.index_len))
+            Error::corrupt(
+                path,
+                format!(
+                    "index at {}+{} lies outside the file",
+                    sb.index_offset, sb.index_len
+                ),
+            )
         })?;
-        if sb.index_offset.checked_add(sb.index_len).is_none_or(|end| end > sb.committed_len) {
+        if sb
+            .index_offset
+            .checked_add(sb.index_len)
+            .is_none_or(|end| end > sb.committed_len)
+        {
             return Err(Error::corrupt(path, "index lies past the committed length"));
         }
         let crc = crc32fast::hash(bytes);
@@ -186,22 +210,41 @@ impl Snapshot {
         let stamps_end = u64::from(sb.stamps_capacity)
             .checked_mul(8)
             .and_then(|n| n.checked_add(sb.stamps_offset));
-        if sb.stamps_offset < DATA_START || sb.stamps_offset % 8 != 0 || stamps_end.is_none_or(|e| e > sb.committed_len) {
-            return Err(Error::corrupt(path, "the access-stamp table lies outside the file"));
+        if sb.stamps_offset < DATA_START
+            || !sb.stamps_offset.is_multiple_of(8)
+            || stamps_end.is_none_or(|e| e > sb.committed_len)
+        {
+            return Err(Error::corrupt(
+                path,
+                "the access-stamp table lies outside the file",
+            ));
         }
         check_semantics(path, idx, sb.committed_len, sb.stamps_capacity)?;
         let resolved = (0..idx.entries.len()).map(|_| OnceLock::new()).collect();
-        Ok(Snapshot { file, map, sb, resolved })
+        Ok(Snapshot {
+            file,
+            map,
+            sb,
+            resolved,
+        })
     }
 
     /// The archived index, read in place.
     pub(crate) fn index(&self) -> &ArchivedIndexData {
         // The range was checked in load().
-        let bytes = self.map.region(self.sb.index_offset, self.sb.index_len).unwrap_or(&[]);
+        let bytes = self
+            .map
+            .region(self.sb.index_offset, self.sb.index_len)
+            .unwrap_or(&[]);
         // SAFETY: these exact bytes passed `rkyv::access` validation in
         // load(), they belong to a published generation and so are never
         // written again, and `self.map` keeps the mapping alive.
         unsafe { rkyv::access_unchecked::<ArchivedIndexData>(bytes) }
+    }
+
+    /// Adds to a shared counter in the file.
+    pub(crate) fn count(&self, c: Counter, n: u64) {
+        self.map.add(COUNTERS_OFFSET + 8 * c as u64, n);
     }
 
     pub(crate) fn generation(&self) -> u64 {
@@ -222,8 +265,10 @@ impl Snapshot {
 
     /// Records an access to entry `e` in the shared stamp table.
     pub(crate) fn touch(&self, e: &ArchivedEntryRecord, now_us: i64) {
-        self.map
-            .store_max(self.stamp_offset(e.slot.to_native()), u64::try_from(now_us).unwrap_or(0));
+        self.map.store_max(
+            self.stamp_offset(e.slot.to_native()),
+            u64::try_from(now_us).unwrap_or(0),
+        );
     }
 
     /// Resolves entry `pos`: checks its bitsets (when `check_bits`), opens its
@@ -248,10 +293,15 @@ impl Snapshot {
         }
         let open_map = |i: u32| -> Result<IdMap> {
             let m = &maps[i as usize];
-            let idmap = self.file.idmap(&self.map, m.offset.to_native(), m.len.to_native())?;
+            let idmap = self
+                .file
+                .idmap(&self.map, m.offset.to_native(), m.len.to_native())?;
             if idmap.len() as u64 != m.count.to_native() || idmap.digest() != digest_of(m) {
                 self.file.mark_bad(m.offset.to_native());
-                return Err(Error::corrupt(&self.file.path, "id mapping header disagrees with the index"));
+                return Err(Error::corrupt(
+                    &self.file.path,
+                    "id mapping header disagrees with the index",
+                ));
             }
             Ok(idmap)
         };
@@ -266,14 +316,23 @@ impl Snapshot {
                 ))
             }
         };
-        let r = Arc::new(Resolved { nodes, links, node_ids, link_ids, attributes });
+        let r = Arc::new(Resolved {
+            nodes,
+            links,
+            node_ids,
+            link_ids,
+            attributes,
+        });
         Ok(Arc::clone(slot.get_or_init(|| r)))
     }
 
     /// The words of a bitset region; empty if out of range (load() and
     /// resolve() have checked the range).
     pub(crate) fn words(&self, rec: &BitsRecord) -> &[u64] {
-        let bytes = self.map.region(rec.offset, BitsRecord::byte_len(rec.bits)).unwrap_or(&[]);
+        let bytes = self
+            .map
+            .region(rec.offset, BitsRecord::byte_len(rec.bits))
+            .unwrap_or(&[]);
         crate::source::as_words(bytes)
     }
 

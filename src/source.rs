@@ -46,7 +46,8 @@ impl AlignedBuf {
         let len = self.len;
         let words: &mut [u64] = self.words.as_flattened_mut();
         // SAFETY: as in as_bytes; the borrow is unique because it comes from &mut self.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8) };
         &mut bytes[..len]
     }
 }

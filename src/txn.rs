@@ -80,7 +80,9 @@ impl<'c> Txn<'c> {
 
     /// Appends `bytes` at the next aligned offset past the committed data.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> Result<u64> {
-        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly { path: self.fh().path.clone() })?;
+        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.fh().path.clone(),
+        })?;
         let offset = self.end;
         io.write_at(bytes, offset).map_err(|e| self.io_err("write", e))?;
         self.end = align_up(offset + bytes.len() as u64).unwrap_or(u64::MAX);
@@ -98,7 +100,9 @@ impl<'c> Txn<'c> {
             self.tail = at + bytes.len() as u64;
             return Ok(at);
         }
-        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly { path: self.fh().path.clone() })?;
+        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.fh().path.clone(),
+        })?;
         let offset = self.tail;
         io.write_at(bytes, offset).map_err(|e| self.io_err("write", e))?;
         self.tail = offset + bytes.len() as u64;
@@ -154,8 +158,20 @@ impl<'c> Txn<'c> {
     /// Returns the table (offset, capacity) the new generation uses.
     fn assign_slots(&mut self) -> Result<(u64, u32)> {
         let sb = self.snap.sb;
-        let mut used: HashSet<u32> = self.snap.index().entries.iter().map(|e| e.slot.to_native()).collect();
-        used.extend(self.index.entries.iter().map(|e| e.slot).filter(|&s| s != u32::MAX));
+        let mut used: HashSet<u32> = self
+            .snap
+            .index()
+            .entries
+            .iter()
+            .map(|e| e.slot.to_native())
+            .collect();
+        used.extend(
+            self.index
+                .entries
+                .iter()
+                .map(|e| e.slot)
+                .filter(|&s| s != u32::MAX),
+        );
         let mut next = 0u32;
         let mut fresh = Vec::new();
         for e in self.index.entries.iter_mut().filter(|e| e.slot == u32::MAX) {
@@ -215,7 +231,7 @@ impl<'c> Txn<'c> {
         failpoint::hit("commit-after-superblock");
         let snap = Arc::new(Snapshot::load(Arc::clone(self.fh()))?);
         for (c, n) in self.counts.drain(..) {
-            snap.file.count(c, n);
+            snap.count(c, n);
         }
         self.snap = Arc::clone(&snap);
         self.end = align_up(sb.committed_len).unwrap_or(u64::MAX);
@@ -225,7 +241,9 @@ impl<'c> Txn<'c> {
 
     /// Writes `sb` into its slot and makes it durable.
     pub(crate) fn publish(&mut self, sb: &Superblock) -> Result<()> {
-        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly { path: self.fh().path.clone() })?;
+        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.fh().path.clone(),
+        })?;
         io.write_at(&sb.encode(), Superblock::slot_offset(sb.generation))
             .map_err(|e| self.io_err("write superblock", e))?;
         self.sync()
@@ -235,7 +253,9 @@ impl<'c> Txn<'c> {
         if !self.cfg.fsync {
             return Ok(());
         }
-        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly { path: self.fh().path.clone() })?;
+        let io = self.fh().io.as_ref().ok_or_else(|| Error::ReadOnly {
+            path: self.fh().path.clone(),
+        })?;
         if let Err(e) = io.sync() {
             // After a failed fsync the kernel may have dropped the dirty
             // pages and marked them clean: retrying would "succeed" over lost

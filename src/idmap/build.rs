@@ -7,9 +7,7 @@
 
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use super::layout::{
-    home_slot, Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT,
-};
+use super::layout::{home_slot, Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT};
 use super::lookup::{fingerprint, prefetch, slot_value, stored_index};
 use super::IdMap;
 use crate::source::AlignedBuf;
@@ -147,12 +145,8 @@ where
     let count = ends.len() as u64;
     let wide_slots = count >= WIDE_SLOTS_MIN_COUNT || options.force_wide_slots;
     let wide_offsets = strings.len > u64::from(u32::MAX) || options.force_wide_offsets;
-    let layout = Layout::new(count, strings.len, wide_slots, wide_offsets, BLOCK_SIZE).ok_or(
-        Error::TooManyIds {
-            count,
-            max: MAX_IDS,
-        },
-    )?;
+    let layout = Layout::new(count, strings.len, wide_slots, wide_offsets, BLOCK_SIZE)
+        .ok_or(Error::TooManyIds { count, max: MAX_IDS })?;
 
     let mut buf = AlignedBuf::zeroed(layout.region_len);
     let (head, body) = buf.as_bytes_mut().split_at_mut(layout.body_start);

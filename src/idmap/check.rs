@@ -115,9 +115,7 @@ impl Inner {
                 if found == Some(i as u32) {
                     Ok(())
                 } else {
-                    Err(self.fault(|| {
-                        format!("id map: looking up id {i} gives position {found:?}")
-                    }))
+                    Err(self.fault(|| format!("id map: looking up id {i} gives position {found:?}")))
                 }
             },
         )
@@ -168,7 +166,11 @@ impl Inner {
         }
         let pads = [
             ((l.count + 1) * w, l.slots_start, "offsets"),
-            (l.slots_start + l.slot_count * l.slot_width(), l.strings_start, "slots"),
+            (
+                l.slots_start + l.slot_count * l.slot_width(),
+                l.strings_start,
+                "slots",
+            ),
             (l.strings_start + l.strings_len, l.body_len, "strings"),
         ];
         for (start, end, what) in pads {
@@ -208,12 +210,7 @@ impl Inner {
             occupied += 1;
         }
         if occupied != l.count {
-            return Err(self.fault(|| {
-                format!(
-                    "id map: {occupied} occupied slots for {} ids",
-                    l.count
-                )
-            }));
+            return Err(self.fault(|| format!("id map: {occupied} occupied slots for {} ids", l.count)));
         }
         Ok(())
     }

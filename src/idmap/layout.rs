@@ -283,11 +283,7 @@ impl Header {
             ));
         }
         let layout = Layout::new(count, strings_len, wide_slots, wide_offsets, block_size)
-            .ok_or_else(|| {
-                format!(
-                    "id map: sizes overflow (count {count}, string bytes {strings_len})"
-                )
-            })?;
+            .ok_or_else(|| format!("id map: sizes overflow (count {count}, string bytes {strings_len})"))?;
         Ok(Header {
             layout,
             digest,

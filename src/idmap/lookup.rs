@@ -144,12 +144,7 @@ impl Inner {
 
     /// The position of the id with bytes `key` and hash `h`.
     #[inline(always)]
-    fn find_in<const WIDE: bool>(
-        &self,
-        body: &[u8],
-        key: &[u8],
-        h: u64,
-    ) -> Result<Option<u32>, Fault> {
+    fn find_in<const WIDE: bool>(&self, body: &[u8], key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
         let s = self.layout.slot_count;
         if s == 0 {
             return Ok(None);
@@ -182,12 +177,9 @@ impl Inner {
     fn index_in(&self, v: u64, stored: u64) -> Result<usize, Fault> {
         match stored.checked_sub(1) {
             Some(i) if i < self.layout.count as u64 => Ok(i as usize),
-            _ => Err(self.fault(|| {
-                format!(
-                    "id map: slot value {v:#x} names no id of {}",
-                    self.layout.count
-                )
-            })),
+            _ => {
+                Err(self.fault(|| format!("id map: slot value {v:#x} names no id of {}", self.layout.count)))
+            }
         }
     }
 

@@ -85,6 +85,7 @@ pub struct IdMap {
 }
 
 /// Where the region's bytes live.
+#[cfg_attr(not(test), allow(dead_code, reason = "Shared is made by open()"))]
 enum Backing {
     /// Built in this process.
     Heap(AlignedBuf),
@@ -103,11 +104,7 @@ impl Backing {
             Backing::Heap(buf) => buf.as_bytes(),
             // An out-of-range slice gives an empty region, which every later
             // bounds check turns into a fault; open() made sure it is in range.
-            Backing::Shared {
-                source,
-                offset,
-                len,
-            } => offset
+            Backing::Shared { source, offset, len } => offset
                 .checked_add(*len)
                 .and_then(|end| source.bytes().get(*offset..end))
                 .unwrap_or(&[]),
@@ -221,6 +218,7 @@ impl IdMap {
     }
 
     /// Builds a map with explicit entry widths; see [`BuildOptions`].
+    #[cfg(test)]
     pub(crate) fn from_ids_with<I, S>(ids: I, options: BuildOptions) -> Result<IdMap>
     where
         I: IntoIterator<Item = S>,
@@ -254,12 +252,13 @@ impl IdMap {
     /// Errors: [`Error::Corrupt`] naming `source.path()` for any failed
     /// check, including an `offset` that is not a multiple of 64 or a range
     /// outside the source.
+    #[cfg_attr(not(test), allow(dead_code, reason = "called by the cache file reader"))]
     pub(crate) fn open(source: Arc<dyn RegionSource>, offset: usize, len: usize) -> Result<IdMap> {
         let header = {
             let path = source.path();
             let bad = |what: String| Error::corrupt(path, what);
             let bytes = source.bytes();
-            if offset % 64 != 0 {
+            if !offset.is_multiple_of(64) {
                 return Err(bad(format!(
                     "id map: region offset {offset} is not a multiple of 64"
                 )));
@@ -287,9 +286,9 @@ impl IdMap {
                     l.region_len
                 )));
             }
-            let table = region.get(layout::HEADER_LEN..l.body_start).ok_or_else(|| {
-                bad("id map: block table lies outside the region".to_string())
-            })?;
+            let table = region
+                .get(layout::HEADER_LEN..l.body_start)
+                .ok_or_else(|| bad("id map: block table lies outside the region".to_string()))?;
             let (entries, padding) = table.split_at(l.table_entries_len().min(table.len()));
             let crc = crc32fast::hash(entries);
             if crc != header.table_crc {
@@ -307,11 +306,7 @@ impl IdMap {
         let verified = (0..words).map(|_| AtomicU64::new(0)).collect();
         Ok(IdMap {
             inner: Arc::new(Inner {
-                backing: Backing::Shared {
-                    source,
-                    offset,
-                    len,
-                },
+                backing: Backing::Shared { source, offset, len },
                 layout: header.layout,
                 digest: header.digest,
                 trusted: false,
@@ -392,6 +387,7 @@ impl IdMap {
     ///
     /// For an opened map whose source misbehaves (returns a shorter slice
     /// than it did at open time) this is empty.
+    #[cfg_attr(not(test), allow(dead_code, reason = "called by the cache file writer"))]
     pub(crate) fn region_bytes(&self) -> &[u8] {
         self.inner.backing.region()
     }

@@ -24,7 +24,9 @@ impl Model {
             nodes: (0..n).map(|_| rng.gen::<bool>()).collect(),
             links: (0..l).map(|_| rng.gen::<bool>()).collect(),
             node_ids: (0..n).map(|i| format!("node-{i:08}")).collect(),
-            link_ids: (0..l).map(|i| format!("link-{i:08}-{:08}", (i * 7919) % n.max(1))).collect(),
+            link_ids: (0..l)
+                .map(|i| format!("link-{i:08}-{:08}", (i * 7919) % n.max(1)))
+                .collect(),
             attributes: json!({"seed": seed, "run": format!("r{seed}"), "nested": {"x": [1, 2.5, null]}})
                 .as_object()
                 .cloned()
@@ -33,7 +35,10 @@ impl Model {
     }
 
     pub fn maps(&self) -> (IdMap, IdMap) {
-        (IdMap::from_ids(&self.node_ids).unwrap(), IdMap::from_ids(&self.link_ids).unwrap())
+        (
+            IdMap::from_ids(&self.node_ids).unwrap(),
+            IdMap::from_ids(&self.link_ids).unwrap(),
+        )
     }
 
     pub fn put(&self, cache: &ScopeCache, key: &str) -> scopecache::Result<()> {
@@ -44,7 +49,13 @@ impl Model {
     pub fn put_with(&self, cache: &ScopeCache, key: &str, n: &IdMap, l: &IdMap) -> scopecache::Result<()> {
         cache.put(
             key,
-            &ScopeData { nodes: &self.nodes, links: &self.links, node_ids: n, link_ids: l, attributes: &self.attributes },
+            &ScopeData {
+                nodes: &self.nodes,
+                links: &self.links,
+                node_ids: n,
+                link_ids: l,
+                attributes: &self.attributes,
+            },
         )
     }
 
