@@ -87,6 +87,18 @@ struct WriterState {
     poisoned: bool,
 }
 
+impl std::fmt::Debug for ScopeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cur = read_lock(&self.current);
+        f.debug_struct("ScopeCache")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .field("generation", &cur.generation())
+            .field("entries", &cur.index().entries.len())
+            .finish()
+    }
+}
+
 fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(|p| p.into_inner())
 }

@@ -93,8 +93,11 @@ impl FileHandle {
         Arc::clone(&lock(&self.mapping))
     }
 
+    /// True when the region at `offset` failed a check in this process,
+    /// including a mapping block that failed during a lookup.
     pub(crate) fn is_bad(&self, offset: u64) -> bool {
         lock(&self.bad_regions).contains(&offset)
+            || lock(&self.idmaps).get(&offset).is_some_and(IdMap::is_corrupt)
     }
 
     pub(crate) fn mark_bad(&self, offset: u64) {
@@ -103,7 +106,7 @@ impl FileHandle {
 
     /// The id mapping stored at `offset`, opened once per process.
     pub(crate) fn idmap(&self, map: &Arc<Mapping>, offset: u64, len: u64) -> Result<IdMap> {
-        if let Some(m) = lock(&self.idmaps).get(&offset) {
+        if let Some(m) = lock(&self.idmaps).get(&offset).filter(|m| !m.is_corrupt()) {
             return Ok(m.clone());
         }
         if self.is_bad(offset) {
