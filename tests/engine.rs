@@ -406,3 +406,31 @@ fn maintain_compacts_when_dead_space_dominates() {
     keep.check(&cache, "keep");
     assert_eq!(cache.stats().unwrap().compactions, 1);
 }
+
+#[test]
+fn one_handle_serves_many_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<ScopeCache>();
+    assert_send_sync::<scopecache::Scope>();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = open(&dir.path().join("c"));
+    let models: Vec<Model> = (0..4).map(|i| Model::random(i, 300, 200)).collect();
+    std::thread::scope(|s| {
+        for (t, m) in models.iter().enumerate() {
+            let cache = &cache;
+            s.spawn(move || {
+                for round in 0..5 {
+                    m.put(cache, &format!("t{t}")).unwrap();
+                    m.check(cache, &format!("t{t}"));
+                    if round % 2 == 1 {
+                        cache.compact().unwrap();
+                    }
+                }
+            });
+        }
+    });
+    for (t, m) in models.iter().enumerate() {
+        m.check(&cache, &format!("t{t}"));
+    }
+    assert!(cache.verify().unwrap().is_clean());
+}
