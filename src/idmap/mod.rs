@@ -191,9 +191,11 @@ impl IdMap {
     /// as the rest of the iterator is not consumed).
     ///
     /// Cost: O(N + total id bytes) time, one pass over the iterator. Memory:
-    /// the region (about 4.5–9 bytes per id plus the id bytes, see
-    /// [`region_len`](IdMap::region_len)) plus temporaries that are released
-    /// while the region fills, so the peak stays near the region's size.
+    /// the region, about 9 bytes per id plus the id bytes (18 per id from
+    /// 2^24 ids on), see [`region_len`](IdMap::region_len); the temporary
+    /// copy of the ids is freed chunk by chunk as it moves into the region,
+    /// so the peak stays near the region's size. For a body of 4 MiB or
+    /// more the digest is computed on a second, short-lived thread.
     ///
     /// ```
     /// use scopecache::{Error, IdMap};

@@ -99,6 +99,15 @@ fn round_trips() {
     }
 }
 
+/// Large enough that some probe runs outrun the lookup window.
+#[test]
+fn long_probe_runs() {
+    let ids = sample_ids(20_000);
+    let map = IdMap::from_ids(&ids).unwrap();
+    check_round_trip(&map, &ids);
+    check_round_trip(&reopen(&map), &ids);
+}
+
 #[test]
 fn empty_string_and_unicode() {
     let ids = ["", "é", "日本語", "\u{10FFFF}", " ", "a\u{0}b"];
