@@ -109,6 +109,8 @@ struct DemoFigures {
     put_shared_avg_s: f64,
     file_bytes: u64,
     bytes_per_scope: u64,
+    /// File growth per put after the first, whose mappings are already stored.
+    bytes_per_shared_put: u64,
     reader: ReaderFigures,
 }
 
@@ -120,7 +122,10 @@ struct Ids {
 
 impl Ids {
     fn new(n: u32, mut f: impl FnMut(&mut String, u32)) -> Ids {
-        let mut ids = Ids { buf: String::new(), ends: Vec::with_capacity(n as usize) };
+        let mut ids = Ids {
+            buf: String::new(),
+            ends: Vec::with_capacity(n as usize),
+        };
         for i in 0..n {
             f(&mut ids.buf, i);
             ids.ends.push(ids.buf.len());
@@ -129,7 +134,9 @@ impl Ids {
     }
     fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(s, e)| &self.buf[s..e])
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(s, e)| &self.buf[s..e])
     }
 }
 
@@ -158,7 +165,10 @@ fn start_afresh(path: &Path, args: &ConfigArgs) -> Result<(), Failure> {
     }
     let check = open_existing(path, args, true);
     if let Err(f) = check {
-        return Err(Failure::msg(format!("{}; refusing to replace it (choose another --file)", f.msg)));
+        return Err(Failure::msg(format!(
+            "{}; refusing to replace it (choose another --file)",
+            f.msg
+        )));
     }
     drop(check);
     std::fs::remove_file(path).map_err(|e| Failure::at(path, e))
@@ -201,6 +211,7 @@ pub fn run(a: &DemoArgs, json: bool) -> CmdResult {
     let cache = ScopeCache::open(&a.file, a.config.config(false)).map_err(lib(&a.file))?;
     let mut put_s = Vec::new();
     let mut first_counts = (0u64, 0u64);
+    let mut len_after_first = 0u64;
     for k in 0..a.scopes {
         pb.set_message(format!("put scope {}/{}", k + 1, a.scopes));
         let mut rng = StdRng::seed_from_u64(u64::from(k));
@@ -212,10 +223,21 @@ pub fn run(a: &DemoArgs, json: bool) -> CmdResult {
         let mut attributes = serde_json::Map::new();
         attributes.insert("run".into(), format!("r{}", k + 1).into());
         attributes.insert("seed".into(), k.into());
-        let data = ScopeData { nodes: &nodes, links: &links, node_ids: &node_map, link_ids: &link_map, attributes: &attributes };
+        let data = ScopeData {
+            nodes: &nodes,
+            links: &links,
+            node_ids: &node_map,
+            link_ids: &link_map,
+            attributes: &attributes,
+        };
         let t = Instant::now();
         cache.put(&scope_key(k), &data).map_err(lib(&a.file))?;
         put_s.push(t.elapsed().as_secs_f64());
+        if k == 0 {
+            len_after_first = std::fs::metadata(&a.file)
+                .map_err(|e| Failure::at(&a.file, e))?
+                .len();
+        }
         pb.inc(1);
     }
     drop(cache);
@@ -233,7 +255,9 @@ pub fn run(a: &DemoArgs, json: bool) -> CmdResult {
             ),
         ));
     }
-    let file_bytes = std::fs::metadata(&a.file).map_err(|e| Failure::at(&a.file, e))?.len();
+    let file_bytes = std::fs::metadata(&a.file)
+        .map_err(|e| Failure::at(&a.file, e))?
+        .len();
     let shared: Vec<f64> = put_s.iter().skip(1).copied().collect();
     let f = DemoFigures {
         file: a.file.clone(),
@@ -245,9 +269,18 @@ pub fn run(a: &DemoArgs, json: bool) -> CmdResult {
         link_map_build_s,
         put_first_s: put_s[0],
         put_first_incl_build_s: put_s[0] + node_map_build_s + link_map_build_s,
-        put_shared_avg_s: if shared.is_empty() { 0.0 } else { shared.iter().sum::<f64>() / shared.len() as f64 },
+        put_shared_avg_s: if shared.is_empty() {
+            0.0
+        } else {
+            shared.iter().sum::<f64>() / shared.len() as f64
+        },
         file_bytes,
         bytes_per_scope: file_bytes / u64::from(a.scopes),
+        bytes_per_shared_put: if a.scopes > 1 {
+            file_bytes.saturating_sub(len_after_first) / u64::from(a.scopes - 1)
+        } else {
+            0
+        },
         reader,
     };
     if json {
@@ -300,11 +333,21 @@ fn print_table(f: &DemoFigures) {
     print!(
         "{}",
         pairs(&[
-            ("build node id mapping (IdMap::from_ids)", secs(f.node_map_build_s)),
-            ("build link id mapping (IdMap::from_ids)", secs(f.link_map_build_s)),
+            (
+                "build node id mapping (IdMap::from_ids)",
+                secs(f.node_map_build_s)
+            ),
+            (
+                "build link id mapping (IdMap::from_ids)",
+                secs(f.link_map_build_s)
+            ),
             (
                 "put, new mappings (incl. from_ids)",
-                format!("{} (put alone {})", secs(f.put_first_incl_build_s), secs(f.put_first_s)),
+                format!(
+                    "{} (put alone {})",
+                    secs(f.put_first_incl_build_s),
+                    secs(f.put_first_s)
+                ),
             ),
             ("put, shared mappings (average)", secs(f.put_shared_avg_s)),
             (
@@ -320,13 +363,33 @@ fn print_table(f: &DemoFigures) {
             ("repeated get", ns(r.get_ns)),
             ("node id -> index, one at a time", ns(r.node_lookup_ns)),
             ("link id -> index, one at a time", ns(r.link_lookup_ns)),
-            ("node id -> index, index_of_batch", format!("{} per id", ns(r.batch_lookup_ns))),
+            (
+                "node id -> index, index_of_batch",
+                format!("{} per id", ns(r.batch_lookup_ns))
+            ),
             ("node id -> index + bit test", ns(r.lookup_and_test_ns)),
             ("index -> id", ns(r.index_to_id_ns)),
             ("bit test", ns(r.bit_test_ns)),
-            ("popcount nodes / links", format!("{} / {}", secs(r.popcount_nodes_s), secs(r.popcount_links_s))),
-            ("bytes on disk", format!("{} ({} bytes)", size(f.file_bytes), num(f.file_bytes))),
-            ("bytes per scope", format!("{} ({} bytes)", size(f.bytes_per_scope), num(f.bytes_per_scope))),
+            (
+                "popcount nodes / links",
+                format!("{} / {}", secs(r.popcount_nodes_s), secs(r.popcount_links_s))
+            ),
+            (
+                "bytes on disk",
+                format!("{} ({} bytes)", size(f.file_bytes), num(f.file_bytes))
+            ),
+            (
+                "bytes per scope",
+                format!("{} ({} bytes)", size(f.bytes_per_scope), num(f.bytes_per_scope))
+            ),
+            (
+                "file growth per shared-mapping put",
+                format!(
+                    "{} ({} bytes)",
+                    size(f.bytes_per_shared_put),
+                    num(f.bytes_per_shared_put)
+                ),
+            ),
         ])
     );
     println!("(timed loops: {} random operations each)", num(r.ops));
@@ -351,7 +414,10 @@ pub fn run_reader(a: &DemoReadArgs) -> CmdResult {
     }
     let t = Instant::now();
     let probe = node_id(rng.gen_range(0..n));
-    let i = scope.node_ids().index_of(&probe).ok_or_else(|| Failure::at(&a.file, format!("id {probe} missing")))?;
+    let i = scope
+        .node_ids()
+        .index_of(&probe)
+        .ok_or_else(|| Failure::at(&a.file, format!("id {probe} missing")))?;
     black_box(scope.nodes()[i as usize]);
     let first_bit_s = t.elapsed().as_secs_f64();
     let open_get_bit_s = t0.elapsed().as_secs_f64();
@@ -382,7 +448,10 @@ pub fn run_reader(a: &DemoReadArgs) -> CmdResult {
     }
     let link_lookup_ns = per_op(t);
     if found != 2 * ops {
-        return Err(Failure::at(&a.file, format!("{} of {} ids were not found", 2 * ops - found, 2 * ops)));
+        return Err(Failure::at(
+            &a.file,
+            format!("{} of {} ids were not found", 2 * ops - found, 2 * ops),
+        ));
     }
     let mut out = vec![None; 4096];
     let t = Instant::now();

@@ -56,7 +56,9 @@ pub fn npy_header(n: u64) -> Vec<u8> {
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>, Failure> {
-    File::create(path).map(|f| BufWriter::with_capacity(1 << 20, f)).map_err(|e| Failure::at(path, e))
+    File::create(path)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| Failure::at(path, e))
 }
 
 fn finish(path: &Path, mut w: BufWriter<File>) -> Result<(), Failure> {
@@ -66,7 +68,8 @@ fn finish(path: &Path, mut w: BufWriter<File>) -> Result<(), Failure> {
 fn write_words(path: &Path, words: &[u64]) -> Result<(), Failure> {
     let mut w = create(path)?;
     for word in words {
-        w.write_all(&word.to_le_bytes()).map_err(|e| Failure::at(path, e))?;
+        w.write_all(&word.to_le_bytes())
+            .map_err(|e| Failure::at(path, e))?;
     }
     finish(path, w)
 }
@@ -149,7 +152,11 @@ pub fn run(a: &ExportArgs, json: bool) -> CmdResult {
             "total_links": l,
         }))?;
     } else {
-        let bytes: u64 = files.iter().filter_map(|f| std::fs::metadata(p(f)).ok()).map(|m| m.len()).sum();
+        let bytes: u64 = files
+            .iter()
+            .filter_map(|f| std::fs::metadata(p(f)).ok())
+            .map(|m| m.len())
+            .sum();
         println!(
             "exported {:?} ({} nodes, {} links) to {}: {} files, {}",
             a.key,
@@ -177,7 +184,9 @@ mod tests {
             assert_eq!(len + 10, h.len());
             let dict = std::str::from_utf8(&h[10..]).unwrap();
             assert!(dict.ends_with('\n'));
-            assert!(dict.starts_with(&format!("{{'descr': '|u1', 'fortran_order': False, 'shape': ({n},), }}")));
+            assert!(dict.starts_with(&format!(
+                "{{'descr': '|u1', 'fortran_order': False, 'shape': ({n},), }}"
+            )));
         }
     }
 }

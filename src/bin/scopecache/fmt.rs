@@ -29,7 +29,7 @@ pub fn num(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -164,7 +164,11 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["KEY", "N"], &[false, true], &[vec!["a".into(), "1".into()], vec!["bbb".into(), "100".into()]]);
+        let t = table(
+            &["KEY", "N"],
+            &[false, true],
+            &[vec!["a".into(), "1".into()], vec!["bbb".into(), "100".into()]],
+        );
         assert_eq!(t, "KEY    N\na      1\nbbb  100\n");
     }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The long help of `import-python`: the formats read.
-pub const LONG_ABOUT: &str = "Migrate a cache directory written by the original Python cache manager into FILE
+pub const LONG_ABOUT: &str =
+    "Migrate a cache directory written by the original Python cache manager into FILE
 (created if missing; entries with the same keys are replaced). It reads:
 
   cache_metadata.json         {key: {scope_key, created_at, last_accessed, total_nodes,
@@ -67,7 +68,9 @@ struct Summary {
 
 /// Parses the original's ISO 8601 times: naive (taken as UTC) or with an offset.
 fn parse_time(v: Option<&Value>, what: &str) -> Result<DateTime<Utc>, String> {
-    let s = v.and_then(Value::as_str).ok_or_else(|| format!("{what} is missing or not a string"))?;
+    let s = v
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("{what} is missing or not a string"))?;
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -90,7 +93,11 @@ fn read_bits(path: &Path, bits: usize) -> Result<BitVec<u64, Lsb0>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let need = bits.div_ceil(8);
     if bytes.len() < need {
-        return Err(format!("{}: {} bytes, but {bits} bits need {need}", path.display(), bytes.len()));
+        return Err(format!(
+            "{}: {} bytes, but {bits} bits need {need}",
+            path.display(),
+            bytes.len()
+        ));
     }
     let words: Vec<u64> = bytes[..need]
         .chunks(8)
@@ -109,7 +116,9 @@ fn read_bits(path: &Path, bits: usize) -> Result<BitVec<u64, Lsb0>, String> {
 
 /// Orders a `{id: index}` object by index, checking the indices are exactly 0..n.
 fn ordered_ids(obj: Option<&Value>, n: usize, what: &str) -> Result<Vec<String>, String> {
-    let obj = obj.and_then(Value::as_object).ok_or_else(|| format!("{what} is missing or not an object"))?;
+    let obj = obj
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("{what} is missing or not an object"))?;
     if obj.len() != n {
         return Err(format!("{what} has {} ids, the metadata says {n}", obj.len()));
     }
@@ -148,7 +157,8 @@ impl MappingCache {
                 return Ok((n.clone(), l.clone()));
             }
         }
-        let v: Value = serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        let v: Value =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
         let node_ids = ordered_ids(v.get("node_id_mapping"), nodes, "node_id_mapping")?;
         let link_ids = ordered_ids(v.get("link_id_mapping"), links, "link_id_mapping")?;
         drop(v);
@@ -163,8 +173,8 @@ impl MappingCache {
 pub fn run(a: &ImportArgs, json: bool) -> CmdResult {
     let meta_path = a.dir.join("cache_metadata.json");
     let text = std::fs::read(&meta_path).map_err(|e| Failure::at(&meta_path, e))?;
-    let meta: Map<String, Value> =
-        serde_json::from_slice(&text).map_err(|e| Failure::at(&meta_path, format!("not a JSON object: {e}")))?;
+    let meta: Map<String, Value> = serde_json::from_slice(&text)
+        .map_err(|e| Failure::at(&meta_path, format!("not a JSON object: {e}")))?;
     let now = a.now.unwrap_or_else(Utc::now);
     let mut config = a.config.config(false);
     if let Some(t) = a.now {
@@ -175,9 +185,19 @@ pub fn run(a: &ImportArgs, json: bool) -> CmdResult {
 
     // Oldest first, so the newest entries are the ones kept if the limits bite.
     let mut entries: Vec<(&String, &Value)> = meta.iter().collect();
-    entries.sort_by_key(|(k, v)| (v.get("created_at").and_then(Value::as_str).unwrap_or("").to_owned(), (*k).clone()));
+    entries.sort_by_key(|(k, v)| {
+        (
+            v.get("created_at")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            (*k).clone(),
+        )
+    });
 
-    let mut maps = MappingCache { by_digest: HashMap::new() };
+    let mut maps = MappingCache {
+        by_digest: HashMap::new(),
+    };
     let mut summary = Summary {
         dir: a.dir.clone(),
         file: a.file.clone(),
@@ -192,7 +212,10 @@ pub fn run(a: &ImportArgs, json: bool) -> CmdResult {
             Ok(()) => summary.imported.push(key.clone()),
             Err(reason) => {
                 log::warn!("{}: skipping {key:?}: {reason}", a.dir.display());
-                summary.skipped.push(Skipped { key: key.clone(), reason });
+                summary.skipped.push(Skipped {
+                    key: key.clone(),
+                    reason,
+                });
             }
         }
         pb.inc(1);
@@ -233,7 +256,10 @@ fn import_one(
     let m = m.as_object().ok_or("its metadata is not an object")?;
     if let Some(sk) = m.get("scope_key").and_then(Value::as_str) {
         if sk != key {
-            log::warn!("{}: entry {key:?} names itself {sk:?}; importing it as {key:?}", dir.display());
+            log::warn!(
+                "{}: entry {key:?} names itself {sk:?}; importing it as {key:?}",
+                dir.display()
+            );
         }
     }
     let created = parse_time(m.get("created_at"), "created_at")?;
@@ -266,7 +292,9 @@ fn import_one(
         link_ids: &link_ids,
         attributes: &attributes,
     };
-    cache.put_with_times(key, &data, created, accessed).map_err(|e| e.to_string())
+    cache
+        .put_with_times(key, &data, created, accessed)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -293,7 +321,9 @@ mod tests {
         let gap: Value = serde_json::json!({"a": 0, "b": 2});
         assert!(ordered_ids(Some(&gap), 2, "m").is_err());
         let dup: Value = serde_json::json!({"a": 0, "b": 0});
-        assert!(ordered_ids(Some(&dup), 2, "m").unwrap_err().contains("both have index 0"));
+        assert!(ordered_ids(Some(&dup), 2, "m")
+            .unwrap_err()
+            .contains("both have index 0"));
     }
 
     #[test]

@@ -173,13 +173,23 @@ impl Failure {
     pub fn at(file: &Path, e: impl Display) -> Failure {
         let msg = e.to_string();
         let name = file.display().to_string();
-        let msg = if msg.starts_with(&name) { msg } else { format!("{name}: {msg}") };
-        Failure { code: EXIT_ERROR, msg }
+        let msg = if msg.starts_with(&name) {
+            msg
+        } else {
+            format!("{name}: {msg}")
+        };
+        Failure {
+            code: EXIT_ERROR,
+            msg,
+        }
     }
 
     /// An error not about one file.
     pub fn msg(e: impl Display) -> Failure {
-        Failure { code: EXIT_ERROR, msg: e.to_string() }
+        Failure {
+            code: EXIT_ERROR,
+            msg: e.to_string(),
+        }
     }
 }
 
@@ -213,7 +223,11 @@ impl log::Log for StderrLog {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = if cli.verbose { log::LevelFilter::Info } else { log::LevelFilter::Warn };
+    let level = if cli.verbose {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    };
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(level);
     }

@@ -34,21 +34,60 @@ pub fn stats(a: &FileArgs, json: bool) -> CmdResult {
     }
     let now = Utc::now();
     let max = cache.config().max_size_bytes;
-    let dead_pct = if s.file_bytes > 0 { 100.0 * s.dead_bytes as f64 / s.file_bytes as f64 } else { 0.0 };
+    let dead_pct = if s.file_bytes > 0 {
+        100.0 * s.dead_bytes as f64 / s.file_bytes as f64
+    } else {
+        0.0
+    };
     let opt_when = |t: Option<chrono::DateTime<Utc>>| t.map_or_else(|| "-".to_owned(), |t| when(t, now));
     let rows = [
         ("file", a.file.display().to_string()),
         ("generation", num(s.generation)),
-        ("entries", format!("{} (max {})", num(s.total_entries), num(cache.config().max_entries as u64))),
-        ("stored mappings", format!("{} (shared by entries with the same ids)", num(s.stored_mappings))),
-        ("total nodes", format!("{} (avg {} per entry)", num(s.total_nodes), num(s.average_nodes_per_entry))),
-        ("total links", format!("{} (avg {} per entry)", num(s.total_links), num(s.average_links_per_entry))),
-        ("data size", format!("{} (each mapping counted once)", size(s.total_size_bytes))),
+        (
+            "entries",
+            format!(
+                "{} (max {})",
+                num(s.total_entries),
+                num(cache.config().max_entries as u64)
+            ),
+        ),
+        (
+            "stored mappings",
+            format!("{} (shared by entries with the same ids)", num(s.stored_mappings)),
+        ),
+        (
+            "total nodes",
+            format!(
+                "{} (avg {} per entry)",
+                num(s.total_nodes),
+                num(s.average_nodes_per_entry)
+            ),
+        ),
+        (
+            "total links",
+            format!(
+                "{} (avg {} per entry)",
+                num(s.total_links),
+                num(s.average_links_per_entry)
+            ),
+        ),
+        (
+            "data size",
+            format!("{} (each mapping counted once)", size(s.total_size_bytes)),
+        ),
         (
             "file size",
-            format!("{} (live {}, dead {} = {dead_pct:.0}%)", size(s.file_bytes), size(s.live_bytes), size(s.dead_bytes)),
+            format!(
+                "{} (live {}, dead {} = {dead_pct:.0}%)",
+                size(s.file_bytes),
+                size(s.live_bytes),
+                size(s.dead_bytes)
+            ),
         ),
-        ("utilization", format!("{:.2}% of {}", 100.0 * s.cache_utilization, size(max))),
+        (
+            "utilization",
+            format!("{:.2}% of {}", 100.0 * s.cache_utilization, size(max)),
+        ),
         ("oldest entry", opt_when(s.oldest_entry)),
         ("newest entry", opt_when(s.newest_entry)),
         ("hits / misses", format!("{} / {}", num(s.hits), num(s.misses))),
@@ -95,7 +134,16 @@ pub fn list(a: &FileArgs, json: bool) -> CmdResult {
     print!(
         "{}",
         table(
-            &["KEY", "NODES", "LINKS", "BITSETS", "MAPPINGS", "SHARED", "CREATED", "LAST ACCESSED"],
+            &[
+                "KEY",
+                "NODES",
+                "LINKS",
+                "BITSETS",
+                "MAPPINGS",
+                "SHARED",
+                "CREATED",
+                "LAST ACCESSED"
+            ],
             &[false, true, true, true, true, false, false, false],
             &rows
         )
@@ -121,7 +169,11 @@ fn describe(e: &EntryInfo, cache: &ScopeCache) -> String {
         None => "never (no TTL)".into(),
     };
     let attrs = serde_json::to_string(&e.attributes).unwrap_or_default();
-    let shared = if e.shares_mappings { " (shared with other entries)" } else { "" };
+    let shared = if e.shares_mappings {
+        " (shared with other entries)"
+    } else {
+        ""
+    };
     pairs(&[
         ("key", e.key.clone()),
         ("created", when(e.created_at, now)),
@@ -240,8 +292,18 @@ pub fn verify(a: &FileArgs, json: bool) -> CmdResult {
         Err(f) => {
             // Tell damage apart from other failures (a missing file, not a cache file).
             let damaged = std::fs::metadata(&a.file).is_ok()
-                && matches!(ScopeCache::open(&a.file, a.config.config(true)), Err(Error::Corrupt { .. }));
-            return Err(if damaged { Failure { code: EXIT_CORRUPT, ..f } } else { f });
+                && matches!(
+                    ScopeCache::open(&a.file, a.config.config(true)),
+                    Err(Error::Corrupt { .. })
+                );
+            return Err(if damaged {
+                Failure {
+                    code: EXIT_CORRUPT,
+                    ..f
+                }
+            } else {
+                f
+            });
         }
     };
     let pb = progress::spinner("verifying");
@@ -249,7 +311,12 @@ pub fn verify(a: &FileArgs, json: bool) -> CmdResult {
     pb.finish_and_clear();
     let r = match r {
         Ok(r) => r,
-        Err(e @ Error::Corrupt { .. }) => return Err(Failure { code: EXIT_CORRUPT, ..Failure::at(&a.file, e) }),
+        Err(e @ Error::Corrupt { .. }) => {
+            return Err(Failure {
+                code: EXIT_CORRUPT,
+                ..Failure::at(&a.file, e)
+            })
+        }
         Err(e) => return Err(Failure::at(&a.file, e)),
     };
     if json {
