@@ -300,6 +300,21 @@ fn garbage_and_corrupt_files() {
     assert_eq!(v["problems"][0]["key"], "scope2");
     // Only reading the index, stats does not notice.
     assert_eq!(json(&["stats", s(&f)])["total_entries"], 3);
+
+    // Both superblocks damaged: the file cannot even be opened. verify says
+    // it is corrupt (3); stats fails (1); both name the file.
+    file[40] ^= 0xFF;
+    file[4096 + 40] ^= 0xFF;
+    std::fs::write(&f, &file).unwrap();
+    for (c, want) in [("verify", 3), ("stats", 1)] {
+        let o = run(&[c, s(&f)]);
+        assert_eq!(code(&o), want, "{c}");
+        let err = stderr(&o);
+        assert!(
+            err.starts_with(&format!("scopecache: {}: corrupt: ", f.display())),
+            "{c}: {err}"
+        );
+    }
 }
 
 #[test]
