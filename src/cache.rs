@@ -323,6 +323,25 @@ impl ScopeCache {
     ///
     /// Cost: writing the bitsets (and the mappings when new), two fsyncs.
     pub fn put(&self, key: &str, data: &ScopeData<'_>) -> Result<()> {
+        self.put_at(key, data, None)
+    }
+
+    /// Like [`ScopeCache::put`], but records the given creation and last
+    /// access times instead of the clock's now: for migrating entries from
+    /// another cache, which keep their age. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn put_with_times(
+        &self,
+        key: &str,
+        data: &ScopeData<'_>,
+        created_at: chrono::DateTime<chrono::Utc>,
+        last_accessed: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()> {
+        self.put_at(key, data, Some((created_at.timestamp_micros(), last_accessed.timestamp_micros())))
+    }
+
+    /// `put`, with `times` = (created, accessed) in micros, or None for now.
+    fn put_at(&self, key: &str, data: &ScopeData<'_>, times: Option<(i64, i64)>) -> Result<()> {
         key::validate(key)?;
         for (what, bits, ids) in [
             ("nodes", data.nodes.len(), data.node_ids.len()),
@@ -383,10 +402,11 @@ impl ScopeCache {
             let link_map = txn.store_map(data.link_ids)?;
             let nodes = nodes.append(txn)?;
             let links = links.append(txn)?;
+            let (created_us, accessed_us) = times.unwrap_or((txn.now_us, txn.now_us));
             txn.insert(EntryRecord {
                 key: key.to_owned(),
-                created_us: txn.now_us,
-                accessed_us: txn.now_us,
+                created_us,
+                accessed_us,
                 slot: u32::MAX,
                 node_map,
                 link_map,
