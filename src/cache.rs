@@ -337,7 +337,11 @@ impl ScopeCache {
         created_at: chrono::DateTime<chrono::Utc>,
         last_accessed: chrono::DateTime<chrono::Utc>,
     ) -> Result<()> {
-        self.put_at(key, data, Some((created_at.timestamp_micros(), last_accessed.timestamp_micros())))
+        self.put_at(
+            key,
+            data,
+            Some((created_at.timestamp_micros(), last_accessed.timestamp_micros())),
+        )
     }
 
     /// `put`, with `times` = (created, accessed) in micros, or None for now.
