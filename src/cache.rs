@@ -584,8 +584,13 @@ impl ScopeCache {
         let mut txn = Txn::begin(guard, snap, &self.config)?;
         let out = f(&mut txn).and_then(|v| {
             txn.commit()?;
+            // The operation is durable now: a failure of the compaction that
+            // follows (a full disk, say) must not make the caller believe it
+            // failed. The file is left as committed; a later write retries.
             if self.compaction_worth_it(&txn) {
-                compact::compact(&mut txn, self.io.as_ref())?;
+                if let Err(e) = compact::compact(&mut txn, self.io.as_ref()) {
+                    log::warn!("{}: automatic compaction failed, the commit stands: {e}", self.path.display());
+                }
             }
             Ok(v)
         });
