@@ -20,6 +20,8 @@ use proc::{arg, arg_num, describe, env_num, other_files, report, roomy_config, s
 use scopecache::{CacheConfig, Error, ScopeCache};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
@@ -248,4 +250,72 @@ fn enospc_on_a_small_tmpfs_leaves_the_last_commit_intact() {
     assert_eq!(snapshot_of(&cache), expected);
     assert!(cache.verify().unwrap().is_clean());
     eprintln!("ENOSPC: {} puts fitted, {key} failed with {e}, then succeeded once there was room", expected.len() - 1);
+}
+
+/// A write whose commit succeeded must not report failure because the
+/// automatic compaction that follows it ran out of space: the caller would
+/// believe the scope not stored while it is.
+#[test]
+fn a_committed_put_is_not_reported_failed_when_compaction_finds_no_room() {
+    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let path = fs.0.join("c");
+    let manual = ScopeCache::open(&path, CacheConfig { auto_compact: false, ..roomy_config() }).unwrap();
+    let mut expected = HashMap::new();
+    for i in 0..40u64 {
+        // About 25 KiB each: a mapping of its own ids and its bitsets.
+        let c = Content::new(&format!("k{i}"), i, 2000);
+        c.put(&manual).unwrap();
+        expected.insert(c.key.clone(), i);
+    }
+    for i in 0..20u64 {
+        assert!(manual.remove(&format!("k{i}")).unwrap());
+        expected.remove(&format!("k{i}"));
+    }
+    drop(manual);
+    let live = snapshot_of(&ScopeCache::open(&path, roomy_config()).unwrap());
+    assert_eq!(live, expected);
+    // Leave room for a small put, but not for a compacted copy of the file.
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    let filler = fs.0.join("filler");
+    let mut f = File::create(&filler).unwrap();
+    let mut filled = 0u64;
+    let chunk = vec![7u8; 4096];
+    while f.write_all(&chunk).is_ok() {
+        filled += 4096;
+    }
+    drop(f);
+    // Free 64 KiB: enough for one small put, far from the live data's size.
+    let keep = filled.saturating_sub(64 << 10);
+    OpenOptions::new().write(true).open(&filler).unwrap().set_len(keep).unwrap();
+    eprintln!("cache file {file_len} bytes, filler {keep} bytes");
+
+    let auto = ScopeCache::open(
+        &path,
+        CacheConfig { compact_dead_ratio: 0.1, compact_min_dead_bytes: 1, ..roomy_config() },
+    )
+    .unwrap();
+    let c = Content::new("small", 1, 10);
+    let result = c.put(&auto);
+    let stored = ScopeCache::open(&path, roomy_config()).unwrap().get("small").unwrap().is_some();
+    match result {
+        Ok(()) => assert!(stored, "put returned Ok but the scope is not stored"),
+        Err(e) => assert!(!stored, "put returned {e} but the scope was stored"),
+    }
+    if stored {
+        expected.insert("small".into(), 1);
+    }
+    let cache = ScopeCache::open(&path, roomy_config()).unwrap();
+    assert!(cache.verify().unwrap().is_clean());
+    assert_eq!(snapshot_of(&cache), expected);
+    // The compaction did run out of room (so the case above was the one meant).
+    let stats = cache.stats().unwrap();
+    assert_eq!(stats.compactions, 0, "the compaction found room after all");
+    assert!(stats.dead_bytes > 0);
+    assert_eq!(other_files(&fs.0, &path), vec![filler.clone()], "files left behind");
+    // Once there is room, the next write compacts.
+    std::fs::remove_file(&filler).unwrap();
+    Content::new("small", 2, 10).put(&auto).unwrap();
+    expected.insert("small".into(), 2);
+    assert_eq!(cache.stats().unwrap().compactions, 1);
+    assert_eq!(snapshot_of(&cache), expected);
 }
