@@ -8,7 +8,8 @@
 //! - open succeeds and `verify()` is clean;
 //! - every operation reported Ok is in effect, with identical bytes;
 //! - the one operation in flight, if any, is either wholly in effect or not
-//!   at all, and nothing else is present (no partial scope is visible).
+//!   at all, and nothing else is present (no partial scope is visible);
+//! - a handle opened before the first kill and kept open reads the same.
 //!
 //! Environment:
 //! - `SCOPECACHE_CRASH_KILLS=N`: number of kills (default 250; one in five
@@ -19,8 +20,8 @@
 mod proc;
 
 use proc::{
-    arg, arg_num, describe, disk_dir, env_num, other_files, report, roomy_config, signal_of, snapshot_of, Child,
-    Content, Rng,
+    arg, arg_num, describe, disk_dir, env_num, other_files, report, roomy_config, signal_of,
+    snapshot_of, Child, Content, Rng,
 };
 use scopecache::ScopeCache;
 use std::collections::HashMap;
@@ -73,9 +74,17 @@ fn writer() {
             report("ok maintain");
         } else {
             let replace = !keys.is_empty() && r < 40;
-            let key = if replace { keys[rng.below(keys.len() as u64) as usize].clone() } else { format!("r{run}-{i}") };
+            let key = if replace {
+                keys[rng.below(keys.len() as u64) as usize].clone()
+            } else {
+                format!("r{run}-{i}")
+            };
             let ver = (run << 32) | i;
-            let size = if rng.pct(10) { 3000 } else { 1 + rng.below(200) };
+            let size = if rng.pct(10) {
+                3000
+            } else {
+                1 + rng.below(200)
+            };
             let c = Content::new(&key, ver, size);
             report(format!("begin put {key} {ver}"));
             c.put(&cache).unwrap();
@@ -116,7 +125,10 @@ fn committed_puts_survive_kill_9() {
     let kills = env_num("SCOPECACHE_CRASH_KILLS", 250);
     let seed = env_num(
         "SCOPECACHE_CRASH_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
     );
     eprintln!("crash test: {kills} kills, SCOPECACHE_CRASH_SEED={seed}");
     let mut rng = Rng::new(seed);
@@ -124,41 +136,64 @@ fn committed_puts_survive_kill_9() {
     let path = dir.path().join("c");
     let mut model: HashMap<String, u64> = HashMap::new();
     let mut t = Tally::default();
+    // A reader that stays open across every kill, compaction and crash.
+    let long_lived = ScopeCache::open(&path, roomy_config()).unwrap();
     let started = Instant::now();
     for run in 0..kills {
         let point = (run % 5 == 4).then(|| CRASH_POINTS[(run / 5) as usize % CRASH_POINTS.len()]);
         let mut cmd = Child::command(
             "writer",
-            &[("PATH", path.display().to_string()), ("RUN", run.to_string()), ("SEED", rng.next().to_string())],
+            &[
+                ("PATH", path.display().to_string()),
+                ("RUN", run.to_string()),
+                ("SEED", rng.next().to_string()),
+            ],
         );
         if let Some(p) = point {
             cmd.env("SCOPECACHE_CRASH_AT", p);
         }
         let child = Child::spawn_command("writer", cmd);
         let (ready, _) = child.expect_line("ready", Duration::from_secs(30));
-        assert_eq!(ready, format!("ready {}", model.len()), "run {run}: the writer sees another state at open");
+        assert_eq!(
+            ready,
+            format!("ready {}", model.len()),
+            "run {run}: the writer sees another state at open"
+        );
         let mut log = Vec::new();
         let (status, rest) = if let Some(p) = point {
             // The child aborts by itself at the crash point.
             let deadline = Instant::now() + Duration::from_secs(30);
-            while let Some(l) = child.next_line(deadline.saturating_duration_since(Instant::now())) {
+            while let Some(l) = child.next_line(deadline.saturating_duration_since(Instant::now()))
+            {
                 log.push(l);
             }
             let (status, rest) = child.finish();
-            assert_eq!(signal_of(&status), Some(libc::SIGABRT), "run {run}: crash point {p} did not abort: {}", describe(&status));
+            assert_eq!(
+                signal_of(&status),
+                Some(libc::SIGABRT),
+                "run {run}: crash point {p} did not abort: {}",
+                describe(&status)
+            );
             t.crash_points += 1;
             (status, rest)
         } else {
             let begins = rng.below(10);
             let mut seen = 0;
             while seen < begins {
-                let l = child.next_line(Duration::from_secs(30)).expect("the writer stopped reporting");
+                let l = child
+                    .next_line(Duration::from_secs(30))
+                    .expect("the writer stopped reporting");
                 seen += u64::from(l.starts_with("begin"));
                 log.push(l);
             }
             std::thread::sleep(Duration::from_micros(rng.below(4000)));
             let (status, rest) = child.kill9();
-            assert_eq!(signal_of(&status), Some(libc::SIGKILL), "run {run}: writer ended early: {}", describe(&status));
+            assert_eq!(
+                signal_of(&status),
+                Some(libc::SIGKILL),
+                "run {run}: writer ended early: {}",
+                describe(&status)
+            );
             (status, rest)
         };
         let _ = status;
@@ -177,7 +212,10 @@ fn committed_puts_survive_kill_9() {
                             model.insert(k, v);
                         }
                         Op::Remove(k) => {
-                            assert!(model.remove(&k).is_some(), "run {run}: removed {k}, unknown to the model");
+                            assert!(
+                                model.remove(&k).is_some(),
+                                "run {run}: removed {k}, unknown to the model"
+                            );
                         }
                         Op::Other => {}
                     }
@@ -191,7 +229,11 @@ fn committed_puts_survive_kill_9() {
         let cache = ScopeCache::open(&path, roomy_config())
             .unwrap_or_else(|e| panic!("run {run} ({point:?}): open after the kill failed: {e}"));
         let v = cache.verify().unwrap();
-        assert!(v.is_clean(), "run {run} ({point:?}): verify found {:?}", v.problems);
+        assert!(
+            v.is_clean(),
+            "run {run} ({point:?}): verify found {:?}",
+            v.problems
+        );
         let actual = snapshot_of(&cache);
         let touched = match &in_flight {
             Some(Op::Put(k, _) | Op::Remove(k)) => Some(k.clone()),
@@ -199,7 +241,11 @@ fn committed_puts_survive_kill_9() {
         };
         for (k, v) in &model {
             if Some(k) != touched.as_ref() {
-                assert_eq!(actual.get(k), Some(v), "run {run} ({point:?}): committed {k} v{v} lost or changed");
+                assert_eq!(
+                    actual.get(k),
+                    Some(v),
+                    "run {run} ({point:?}): committed {k} v{v} lost or changed"
+                );
             }
         }
         for k in actual.keys() {
@@ -211,7 +257,10 @@ fn committed_puts_survive_kill_9() {
         match &in_flight {
             Some(Op::Put(k, v)) => {
                 let got = actual.get(k);
-                assert!(got == Some(v) || got == model.get(k), "run {run}: in-flight put of {k} v{v} left {got:?}");
+                assert!(
+                    got == Some(v) || got == model.get(k),
+                    "run {run}: in-flight put of {k} v{v} left {got:?}"
+                );
                 if got == Some(v) && model.get(k) != Some(v) {
                     t.in_flight_done += 1;
                 } else {
@@ -220,7 +269,10 @@ fn committed_puts_survive_kill_9() {
             }
             Some(Op::Remove(k)) => {
                 let got = actual.get(k);
-                assert!(got.is_none() || got == model.get(k), "run {run}: in-flight remove of {k} left {got:?}");
+                assert!(
+                    got.is_none() || got == model.get(k),
+                    "run {run}: in-flight remove of {k} left {got:?}"
+                );
                 if got.is_none() {
                     t.in_flight_done += 1;
                 } else {
@@ -229,6 +281,11 @@ fn committed_puts_survive_kill_9() {
             }
             _ => {}
         }
+        assert_eq!(
+            snapshot_of(&long_lived),
+            actual,
+            "run {run} ({point:?}): a handle open since the start reads another state"
+        );
         model = actual;
     }
     let elapsed = started.elapsed();
@@ -240,5 +297,8 @@ fn committed_puts_survive_kill_9() {
         elapsed.as_secs_f64()
     );
     assert_eq!(t.kills, kills);
-    assert!(t.ops_ok > kills, "the writers did too little work to prove anything: {t:?}");
+    assert!(
+        t.ops_ok > kills,
+        "the writers did too little work to prove anything: {t:?}"
+    );
 }

@@ -16,12 +16,14 @@
 
 mod proc;
 
-use proc::{arg, arg_num, describe, env_num, other_files, report, roomy_config, snapshot_of, Child, Content};
+use proc::{
+    arg, arg_num, describe, env_num, other_files, report, roomy_config, snapshot_of, Child, Content,
+};
 use scopecache::{CacheConfig, Error, ScopeCache};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -34,7 +36,10 @@ fn child() {
 /// Limits the size of any file this process writes to `limit` bytes, and
 /// makes writes past it fail with EFBIG instead of killing the process.
 fn limit_file_size(limit: u64) {
-    let lim = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    let lim = libc::rlimit {
+        rlim_cur: limit,
+        rlim_max: limit,
+    };
     // SAFETY: setrlimit and signal with valid arguments; no handler is
     // installed (SIG_IGN), so nothing runs in signal context.
     unsafe {
@@ -71,7 +76,10 @@ fn filler() {
                     let s = cache.get(&c.key).unwrap().unwrap();
                     proc::check_scope(&c.key, &s).unwrap();
                 }
-                assert!(cache.get(&key).unwrap().is_none(), "the failed put is visible");
+                assert!(
+                    cache.get(&key).unwrap().is_none(),
+                    "the failed put is visible"
+                );
                 report(format!("reads-ok {}", done.len()));
                 return;
             }
@@ -104,14 +112,24 @@ fn parse_oks(lines: &[String]) -> HashMap<String, u64> {
 }
 
 fn run_child(role: &str, path: &Path, limit: u64) -> Vec<String> {
-    let child = Child::spawn(role, &[("PATH", path.display().to_string()), ("LIMIT", limit.to_string())]);
+    let child = Child::spawn(
+        role,
+        &[
+            ("PATH", path.display().to_string()),
+            ("LIMIT", limit.to_string()),
+        ],
+    );
     let mut lines = Vec::new();
     while let Some(l) = child.next_line(Duration::from_secs(60)) {
         lines.push(l);
     }
     let (status, rest) = child.finish();
     lines.extend(rest);
-    assert!(status.success(), "{role}: {}; reported {lines:?}", describe(&status));
+    assert!(
+        status.success(),
+        "{role}: {}; reported {lines:?}",
+        describe(&status)
+    );
     lines
 }
 
@@ -121,15 +139,24 @@ fn efbig_leaves_the_last_commit_intact() {
     let path = dir.path().join("c");
     let cache = ScopeCache::open(&path, roomy_config()).unwrap();
     for i in 0..3 {
-        Content::new(&format!("pre-{i}"), i, 100).put(&cache).unwrap();
+        Content::new(&format!("pre-{i}"), i, 100)
+            .put(&cache)
+            .unwrap();
     }
     let before = snapshot_of(&cache);
-    let limit = std::fs::metadata(&path).unwrap().len() + env_num("SCOPECACHE_TEST_EFBIG_ROOM", 400 << 10);
+    let limit =
+        std::fs::metadata(&path).unwrap().len() + env_num("SCOPECACHE_TEST_EFBIG_ROOM", 400 << 10);
     let lines = run_child("filler", &path, limit);
 
-    let err = lines.iter().find(|l| l.starts_with("err ")).unwrap_or_else(|| panic!("no failed put: {lines:?}"));
+    let err = lines
+        .iter()
+        .find(|l| l.starts_with("err "))
+        .unwrap_or_else(|| panic!("no failed put: {lines:?}"));
     let failed_key = err.split_whitespace().nth(1).unwrap().to_owned();
-    assert!(err.ends_with(&format!("io {} write", libc::EFBIG)), "expected Io(EFBIG) on write, got {err:?}");
+    assert!(
+        err.ends_with(&format!("io {} write", libc::EFBIG)),
+        "expected Io(EFBIG) on write, got {err:?}"
+    );
     let oks = parse_oks(&lines);
     assert!(!oks.is_empty(), "no put fitted under the limit: {lines:?}");
     assert!(lines.iter().any(|l| l.starts_with("reads-ok")), "{lines:?}");
@@ -140,22 +167,37 @@ fn efbig_leaves_the_last_commit_intact() {
     let after = snapshot_of(&cache);
     let mut expected = before.clone();
     expected.extend(oks.clone());
-    assert_eq!(after, expected, "the scopes after the failed put differ from those committed");
+    assert_eq!(
+        after, expected,
+        "the scopes after the failed put differ from those committed"
+    );
 
     // With room again, the failed put works.
     let i: u64 = failed_key.trim_start_matches("F-").parse().unwrap();
-    Content::new(&failed_key, i, 500 + 300 * i).put(&cache).unwrap();
+    Content::new(&failed_key, i, 500 + 300 * i)
+        .put(&cache)
+        .unwrap();
     expected.insert(failed_key.clone(), i);
     assert_eq!(snapshot_of(&cache), expected);
     assert!(cache.verify().unwrap().is_clean());
-    eprintln!("EFBIG: {} puts fitted, {failed_key} failed with {err:?}, then succeeded without the limit", oks.len());
+    eprintln!(
+        "EFBIG: {} puts fitted, {failed_key} failed with {err:?}, then succeeded without the limit",
+        oks.len()
+    );
 }
 
 #[test]
 fn efbig_during_compaction_leaves_the_file_whole() {
     let dir = proc::disk_dir();
     let path = dir.path().join("c");
-    let cache = ScopeCache::open(&path, CacheConfig { auto_compact: false, ..roomy_config() }).unwrap();
+    let cache = ScopeCache::open(
+        &path,
+        CacheConfig {
+            auto_compact: false,
+            ..roomy_config()
+        },
+    )
+    .unwrap();
     for i in 0..40 {
         Content::new(&format!("k{i}"), i, 2000).put(&cache).unwrap();
     }
@@ -166,15 +208,29 @@ fn efbig_during_compaction_leaves_the_file_whole() {
     let gen = cache.generation().unwrap();
     // Too small for the live data of the new file.
     let lines = run_child("compactor", &path, 64 << 10);
-    let err = lines.iter().find(|l| l.starts_with("err ")).unwrap_or_else(|| panic!("compaction succeeded: {lines:?}"));
-    assert!(err.starts_with(&format!("err io {}", libc::EFBIG)), "{err:?}");
+    let err = lines
+        .iter()
+        .find(|l| l.starts_with("err "))
+        .unwrap_or_else(|| panic!("compaction succeeded: {lines:?}"));
+    assert!(
+        err.starts_with(&format!("err io {}", libc::EFBIG)),
+        "{err:?}"
+    );
     assert_eq!(lines.last().unwrap(), &format!("reads-ok {}", before.len()));
 
     let cache = ScopeCache::open(&path, roomy_config()).unwrap();
     assert!(cache.verify().unwrap().is_clean());
     assert_eq!(snapshot_of(&cache), before);
-    assert_eq!(cache.generation().unwrap(), gen, "a failed compaction published something");
-    assert_eq!(other_files(dir.path(), &path), Vec::<PathBuf>::new(), "files left behind");
+    assert_eq!(
+        cache.generation().unwrap(),
+        gen,
+        "a failed compaction published something"
+    );
+    assert_eq!(
+        other_files(dir.path(), &path),
+        Vec::<PathBuf>::new(),
+        "files left behind"
+    );
     // With room, it compacts.
     cache.compact().unwrap();
     assert_eq!(snapshot_of(&cache), before);
@@ -189,11 +245,17 @@ impl Tmpfs {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&mnt).output();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .output();
         match out {
             Ok(o) if o.status.success() => Some(Tmpfs(mnt, dir)),
             Ok(o) => {
-                eprintln!("skipped: cannot mount a tmpfs here: {}", String::from_utf8_lossy(&o.stderr).trim());
+                eprintln!(
+                    "skipped: cannot mount a tmpfs here: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
                 None
             }
             Err(e) => {
@@ -249,7 +311,10 @@ fn enospc_on_a_small_tmpfs_leaves_the_last_commit_intact() {
     expected.insert(key.clone(), i);
     assert_eq!(snapshot_of(&cache), expected);
     assert!(cache.verify().unwrap().is_clean());
-    eprintln!("ENOSPC: {} puts fitted, {key} failed with {e}, then succeeded once there was room", expected.len() - 1);
+    eprintln!(
+        "ENOSPC: {} puts fitted, {key} failed with {e}, then succeeded once there was room",
+        expected.len() - 1
+    );
 }
 
 /// A write whose commit succeeded must not report failure because the
@@ -259,7 +324,14 @@ fn enospc_on_a_small_tmpfs_leaves_the_last_commit_intact() {
 fn a_committed_put_is_not_reported_failed_when_compaction_finds_no_room() {
     let Some(fs) = Tmpfs::mount("2m") else { return };
     let path = fs.0.join("c");
-    let manual = ScopeCache::open(&path, CacheConfig { auto_compact: false, ..roomy_config() }).unwrap();
+    let manual = ScopeCache::open(
+        &path,
+        CacheConfig {
+            auto_compact: false,
+            ..roomy_config()
+        },
+    )
+    .unwrap();
     let mut expected = HashMap::new();
     for i in 0..40u64 {
         // About 25 KiB each: a mapping of its own ids and its bitsets.
@@ -286,17 +358,30 @@ fn a_committed_put_is_not_reported_failed_when_compaction_finds_no_room() {
     drop(f);
     // Free 64 KiB: enough for one small put, far from the live data's size.
     let keep = filled.saturating_sub(64 << 10);
-    OpenOptions::new().write(true).open(&filler).unwrap().set_len(keep).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(keep)
+        .unwrap();
     eprintln!("cache file {file_len} bytes, filler {keep} bytes");
 
     let auto = ScopeCache::open(
         &path,
-        CacheConfig { compact_dead_ratio: 0.1, compact_min_dead_bytes: 1, ..roomy_config() },
+        CacheConfig {
+            compact_dead_ratio: 0.1,
+            compact_min_dead_bytes: 1,
+            ..roomy_config()
+        },
     )
     .unwrap();
     let c = Content::new("small", 1, 10);
     let result = c.put(&auto);
-    let stored = ScopeCache::open(&path, roomy_config()).unwrap().get("small").unwrap().is_some();
+    let stored = ScopeCache::open(&path, roomy_config())
+        .unwrap()
+        .get("small")
+        .unwrap()
+        .is_some();
     match result {
         Ok(()) => assert!(stored, "put returned Ok but the scope is not stored"),
         Err(e) => assert!(!stored, "put returned {e} but the scope was stored"),
@@ -311,7 +396,11 @@ fn a_committed_put_is_not_reported_failed_when_compaction_finds_no_room() {
     let stats = cache.stats().unwrap();
     assert_eq!(stats.compactions, 0, "the compaction found room after all");
     assert!(stats.dead_bytes > 0);
-    assert_eq!(other_files(&fs.0, &path), vec![filler.clone()], "files left behind");
+    assert_eq!(
+        other_files(&fs.0, &path),
+        vec![filler.clone()],
+        "files left behind"
+    );
     // Once there is room, the next write compacts.
     std::fs::remove_file(&filler).unwrap();
     Content::new("small", 2, 10).put(&auto).unwrap();

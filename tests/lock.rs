@@ -12,7 +12,9 @@
 
 mod proc;
 
-use proc::{arg, describe, disk_dir, env_num, report, roomy_config, signal_of, snapshot_of, Child, Content};
+use proc::{
+    arg, describe, disk_dir, env_num, report, roomy_config, signal_of, snapshot_of, Child, Content,
+};
 use scopecache::ScopeCache;
 use std::fs::{File, TryLockError};
 use std::path::Path;
@@ -29,7 +31,9 @@ fn looper() {
     let cache = ScopeCache::open(arg("PATH"), roomy_config()).unwrap();
     report("ready");
     for i in 0u64.. {
-        Content::new(&format!("L-{}", i % 8), i, 20_000).put(&cache).unwrap();
+        Content::new(&format!("L-{}", i % 8), i, 20_000)
+            .put(&cache)
+            .unwrap();
     }
 }
 
@@ -56,7 +60,10 @@ fn killed_lock_holder_releases_the_lock() {
         let deadline = Instant::now() + Duration::from_secs(30);
         // Catch the writer holding the lock.
         loop {
-            assert!(Instant::now() < deadline, "round {round}: never saw the writer hold the lock");
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: never saw the writer hold the lock"
+            );
             if !lock_held(&path) {
                 std::thread::sleep(Duration::from_micros(200));
                 continue;
@@ -73,8 +80,16 @@ fn killed_lock_holder_releases_the_lock() {
         Content::new("after", round, 10).put(&cache).unwrap();
         let waited = killed.elapsed();
         let (status, _) = child.finish();
-        assert_eq!(signal_of(&status), Some(libc::SIGKILL), "{}", describe(&status));
-        assert!(waited < Duration::from_secs(1), "round {round}: took {waited:?} to get the lock");
+        assert_eq!(
+            signal_of(&status),
+            Some(libc::SIGKILL),
+            "{}",
+            describe(&status)
+        );
+        assert!(
+            waited < Duration::from_secs(1),
+            "round {round}: took {waited:?} to get the lock"
+        );
         assert!(cache.verify().unwrap().is_clean());
         assert_eq!(snapshot_of(&cache).get("after"), Some(&round));
         waits.push(waited);

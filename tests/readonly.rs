@@ -136,7 +136,10 @@ fn another_user_reads_and_is_refused_writes() {
         })
         .collect();
     assert_eq!(seen, expected);
-    assert!(lines.contains(&format!("again {}", expected.len())), "{lines:?}");
+    assert!(
+        lines.contains(&format!("again {}", expected.len())),
+        "{lines:?}"
+    );
     let writes: Vec<&String> = lines.iter().filter(|l| l.starts_with("write ")).collect();
     assert_eq!(writes.len(), 5, "{lines:?}");
     for w in writes {
@@ -146,8 +149,15 @@ fn another_user_reads_and_is_refused_writes() {
         assert!(micros < 100_000, "{w}: a refusal took {micros} µs");
     }
     assert!(lines.iter().any(|l| l == "create-denied io"), "{lines:?}");
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a read-only user changed the file");
-    eprintln!("read-only user: {} scopes read, 5 writes refused", seen.len());
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a read-only user changed the file"
+    );
+    eprintln!(
+        "read-only user: {} scopes read, 5 writes refused",
+        seen.len()
+    );
 }
 
 #[test]
@@ -155,7 +165,14 @@ fn read_only_config_reads_and_refuses_writes() {
     let dir = disk_dir();
     let path = dir.path().join("c");
     let missing = dir.path().join("missing");
-    assert!(ScopeCache::open(&missing, CacheConfig { read_only: true, ..CacheConfig::default() }).is_err());
+    assert!(ScopeCache::open(
+        &missing,
+        CacheConfig {
+            read_only: true,
+            ..CacheConfig::default()
+        }
+    )
+    .is_err());
     assert!(!missing.exists(), "a read-only open created a file");
 
     let expected = fill(&path);
@@ -165,13 +182,30 @@ fn read_only_config_reads_and_refuses_writes() {
     let (tx, rx) = mpsc::channel();
     let p = path.clone();
     std::thread::spawn(move || {
-        let cache = ScopeCache::open(&p, CacheConfig { read_only: true, ..CacheConfig::default() }).unwrap();
-        let got = (cache.is_read_only(), snapshot_of(&cache), refused_writes(&cache), snapshot_of(&cache));
-        let owned: Vec<(String, Duration, String)> = got.2.into_iter().map(|(n, d, w)| (n.to_owned(), d, w)).collect();
+        let cache = ScopeCache::open(
+            &p,
+            CacheConfig {
+                read_only: true,
+                ..CacheConfig::default()
+            },
+        )
+        .unwrap();
+        let got = (
+            cache.is_read_only(),
+            snapshot_of(&cache),
+            refused_writes(&cache),
+            snapshot_of(&cache),
+        );
+        let owned: Vec<(String, Duration, String)> = got
+            .2
+            .into_iter()
+            .map(|(n, d, w)| (n.to_owned(), d, w))
+            .collect();
         tx.send((got.0, got.1, owned, got.3)).unwrap();
     });
-    let (ro, first, writes, second) =
-        rx.recv_timeout(Duration::from_secs(10)).expect("a read-only cache waited for the lock or hung");
+    let (ro, first, writes, second) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a read-only cache waited for the lock or hung");
     held.unlock().unwrap();
     assert!(ro);
     assert_eq!(first, expected);
@@ -181,5 +215,9 @@ fn read_only_config_reads_and_refuses_writes() {
         assert_eq!(what, "ReadOnly", "{name}");
         assert!(*took < Duration::from_millis(100), "{name} took {took:?}");
     }
-    assert_eq!(std::fs::read(&path).unwrap(), bytes, "a read-only cache changed the file");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        bytes,
+        "a read-only cache changed the file"
+    );
 }

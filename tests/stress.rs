@@ -23,7 +23,10 @@
 
 mod proc;
 
-use proc::{arg, arg_num, check_scope, describe, disk_dir, env_num, report, signal_of, snapshot_of, Child, Content, Rng};
+use proc::{
+    arg, arg_num, check_scope, describe, disk_dir, env_num, report, signal_of, snapshot_of, Child,
+    Content, Rng,
+};
 use scopecache::{CacheConfig, Scope, ScopeCache};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -57,7 +60,9 @@ fn shared_key(j: u64) -> String {
 }
 
 fn key_space(writers: u64) -> Vec<String> {
-    let mut keys: Vec<String> = (0..writers).flat_map(|w| (0..PRIVATE_KEYS).map(move |j| private_key(w, j))).collect();
+    let mut keys: Vec<String> = (0..writers)
+        .flat_map(|w| (0..PRIVATE_KEYS).map(move |j| private_key(w, j)))
+        .collect();
     keys.extend((0..SHARED_KEYS).map(shared_key));
     keys
 }
@@ -92,7 +97,11 @@ fn writer() {
         i += 1;
         let r = rng.below(100);
         let private = big > 0 || rng.pct(70);
-        let key = if private { private_key(id, rng.below(PRIVATE_KEYS)) } else { shared_key(rng.below(SHARED_KEYS)) };
+        let key = if private {
+            private_key(id, rng.below(PRIVATE_KEYS))
+        } else {
+            shared_key(rng.below(SHARED_KEYS))
+        };
         if r < 50 {
             let ver = (id << 40) | i;
             let c = Content::new(&key, ver, size(&mut rng, big));
@@ -108,7 +117,10 @@ fn writer() {
             report(format!("ok rm {key} {removed}"));
             if private {
                 if mine.get(&key).copied().flatten().is_none() {
-                    assert!(!removed, "{key}: removed a key this writer never put or already removed");
+                    assert!(
+                        !removed,
+                        "{key}: removed a key this writer never put or already removed"
+                    );
                 }
                 mine.insert(key, None);
             }
@@ -121,8 +133,15 @@ fn writer() {
             if private {
                 let want = mine.get(&key).copied().flatten();
                 match (&got, want) {
-                    (Some(s), Some(v)) => assert_eq!(check_scope(&key, s).unwrap().ver, v, "{key}: not the last put"),
-                    (Some(s), None) => panic!("{key}: removed or never put, yet got {:?}", check_scope(&key, s)),
+                    (Some(s), Some(v)) => assert_eq!(
+                        check_scope(&key, s).unwrap().ver,
+                        v,
+                        "{key}: not the last put"
+                    ),
+                    (Some(s), None) => panic!(
+                        "{key}: removed or never put, yet got {:?}",
+                        check_scope(&key, s)
+                    ),
                     (None, Some(_)) => {
                         // Evicted since: it stays gone until put again.
                         evicted_seen += 1;
@@ -140,7 +159,11 @@ fn writer() {
             n[4] += 1;
         } else {
             for e in cache.list().unwrap() {
-                assert!(e.key.starts_with('w') || e.key.starts_with("s-"), "{}", e.key);
+                assert!(
+                    e.key.starts_with('w') || e.key.starts_with("s-"),
+                    "{}",
+                    e.key
+                );
             }
             n[5] += 1;
         }
@@ -180,11 +203,18 @@ fn reader() {
         if gets % 64 == 0 {
             // Scopes held across commits and compactions read as they did.
             for (s, seen) in &held {
-                assert_eq!(&check_scope(&seen.key, s).unwrap(), seen, "reader {id}: a held scope changed");
+                assert_eq!(
+                    &check_scope(&seen.key, s).unwrap(),
+                    seen,
+                    "reader {id}: a held scope changed"
+                );
                 rechecks += 1;
             }
             let g = cache.generation().unwrap();
-            assert!(g >= last_gen, "reader {id}: generation went back from {last_gen} to {g}");
+            assert!(
+                g >= last_gen,
+                "reader {id}: generation went back from {last_gen} to {g}"
+            );
             last_gen = g;
             gens.insert(g);
         }
@@ -204,7 +234,15 @@ struct Run {
     reader_logs: Vec<Vec<String>>,
 }
 
-fn run(path: &Path, writers: u64, readers: u64, millis: u64, big: u64, max_entries: u64, seed: u64) -> Run {
+fn run(
+    path: &Path,
+    writers: u64,
+    readers: u64,
+    millis: u64,
+    big: u64,
+    max_entries: u64,
+    seed: u64,
+) -> Run {
     let mut rng = Rng::new(seed);
     let common = |role: &str, id: u64, rng: &mut Rng| {
         let args = [
@@ -218,8 +256,12 @@ fn run(path: &Path, writers: u64, readers: u64, millis: u64, big: u64, max_entri
         ];
         Child::spawn(role, &args)
     };
-    let ws: Vec<Child> = (0..writers).map(|i| common("writer", i, &mut rng)).collect();
-    let rs: Vec<Child> = (0..readers).map(|i| common("reader", i, &mut rng)).collect();
+    let ws: Vec<Child> = (0..writers)
+        .map(|i| common("writer", i, &mut rng))
+        .collect();
+    let rs: Vec<Child> = (0..readers)
+        .map(|i| common("reader", i, &mut rng))
+        .collect();
     let collect = |children: Vec<Child>| -> Vec<Vec<String>> {
         children
             .into_iter()
@@ -231,16 +273,27 @@ fn run(path: &Path, writers: u64, readers: u64, millis: u64, big: u64, max_entri
                 }
                 let (status, rest) = c.finish();
                 lines.extend(rest);
-                assert_ne!(signal_of(&status), Some(libc::SIGBUS), "{role} faulted (SIGBUS)");
+                assert_ne!(
+                    signal_of(&status),
+                    Some(libc::SIGBUS),
+                    "{role} faulted (SIGBUS)"
+                );
                 assert!(status.success(), "{role}: {}", describe(&status));
-                assert!(lines.last().is_some_and(|l| l.starts_with("done")), "{role}: {:?}", lines.last());
+                assert!(
+                    lines.last().is_some_and(|l| l.starts_with("done")),
+                    "{role}: {:?}",
+                    lines.last()
+                );
                 lines
             })
             .collect()
     };
     let writer_logs = collect(ws);
     let reader_logs = collect(rs);
-    Run { writer_logs, reader_logs }
+    Run {
+        writer_logs,
+        reader_logs,
+    }
 }
 
 /// Sums `name=<n>` over the last lines of the logs.
@@ -256,7 +309,10 @@ fn total(logs: &[Vec<String>], name: &str) -> u64 {
 fn seed() -> u64 {
     env_num(
         "SCOPECACHE_STRESS_SEED",
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
     )
 }
 
@@ -266,7 +322,9 @@ fn writers_and_readers_stay_consistent() {
     let writers = env_num("SCOPECACHE_STRESS_WRITERS", 4);
     let readers = env_num("SCOPECACHE_STRESS_READERS", 4);
     let seed = seed();
-    eprintln!("stress: {writers} writers, {readers} readers, {secs} s, SCOPECACHE_STRESS_SEED={seed}");
+    eprintln!(
+        "stress: {writers} writers, {readers} readers, {secs} s, SCOPECACHE_STRESS_SEED={seed}"
+    );
     let dir = disk_dir();
     let path = dir.path().join("c");
     let max_entries = 50;
@@ -302,12 +360,22 @@ fn writers_and_readers_stay_consistent() {
     let actual = snapshot_of(&cache);
     assert!(actual.len() <= max_entries as usize);
     for (k, v) in &actual {
-        assert!(written.get(k).is_some_and(|s| s.contains(v)), "{k} holds v{v}, never put under it");
+        assert!(
+            written.get(k).is_some_and(|s| s.contains(v)),
+            "{k} holds v{v}, never put under it"
+        );
         if k.starts_with('w') {
-            assert_eq!(last.get(k), Some(&Some(*v)), "{k}: holds v{v}, not its writer's last put");
+            assert_eq!(
+                last.get(k),
+                Some(&Some(*v)),
+                "{k}: holds v{v}, not its writer's last put"
+            );
         }
     }
-    let missing_private = last.iter().filter(|(k, v)| v.is_some() && !actual.contains_key(*k)).count() as u64;
+    let missing_private = last
+        .iter()
+        .filter(|(k, v)| v.is_some() && !actual.contains_key(*k))
+        .count() as u64;
     let stats = cache.stats().unwrap();
     assert!(
         missing_private <= stats.evictions,

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -94,9 +94,18 @@ impl Content {
         let g = rng.below(5);
         let (node_ids, link_ids): (Vec<String>, Vec<String>) = match g {
             0 => (Vec::new(), vec!["g0-l0".to_owned()]),
-            1 => ((0..63).map(|i| format!("g1-n{i}")).collect(), (0..65).map(|i| format!("g1-l{i}")).collect()),
-            2 => ((0..size).map(|i| format!("g2-n{i}")).collect(), (0..2 * size).map(|i| format!("g2-l{i}")).collect()),
-            3 => ((0..200).map(|i| format!("g3-n{i}")).collect(), (0..301).map(|i| format!("g3-l{i}")).collect()),
+            1 => (
+                (0..63).map(|i| format!("g1-n{i}")).collect(),
+                (0..65).map(|i| format!("g1-l{i}")).collect(),
+            ),
+            2 => (
+                (0..size).map(|i| format!("g2-n{i}")).collect(),
+                (0..2 * size).map(|i| format!("g2-l{i}")).collect(),
+            ),
+            3 => (
+                (0..200).map(|i| format!("g3-n{i}")).collect(),
+                (0..301).map(|i| format!("g3-l{i}")).collect(),
+            ),
             _ => {
                 let n = rng.below(size.max(1) + 1);
                 let l = rng.below(2 * size.max(1) + 1);
@@ -121,7 +130,17 @@ impl Content {
         .as_object()
         .cloned()
         .unwrap();
-        Content { key: key.to_owned(), ver, size, nodes, links, node_ids, link_ids, attributes, digest }
+        Content {
+            key: key.to_owned(),
+            ver,
+            size,
+            nodes,
+            links,
+            node_ids,
+            link_ids,
+            attributes,
+            digest,
+        }
     }
 
     pub fn data(&self) -> ScopeData<'_> {
@@ -139,7 +158,13 @@ impl Content {
     }
 }
 
-fn digest_of(key: &str, nodes: &BitSlice<u64, Lsb0>, links: &BitSlice<u64, Lsb0>, n: &IdMap, l: &IdMap) -> u64 {
+fn digest_of(
+    key: &str,
+    nodes: &BitSlice<u64, Lsb0>,
+    links: &BitSlice<u64, Lsb0>,
+    n: &IdMap,
+    l: &IdMap,
+) -> u64 {
     let mut h = 0xCBF2_9CE4_8422_2325;
     fnv(&mut h, key.as_bytes());
     for (bits, ids) in [(nodes, n), (links, l)] {
@@ -170,33 +195,58 @@ pub struct Seen {
 /// (key, ver, size). Any torn or mixed read fails one of these.
 pub fn check_scope(key: &str, s: &Scope) -> Result<Seen, String> {
     let a = s.attributes();
-    let field = |f: &str| a.get(f).ok_or_else(|| format!("{key}: attribute {f} missing in {a:?}"));
+    let field = |f: &str| {
+        a.get(f)
+            .ok_or_else(|| format!("{key}: attribute {f} missing in {a:?}"))
+    };
     let akey = field("key")?.as_str().unwrap_or_default().to_owned();
-    let ver: u64 = field("ver")?.as_str().and_then(|v| v.parse().ok()).ok_or("bad ver")?;
+    let ver: u64 = field("ver")?
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .ok_or("bad ver")?;
     let size = field("size")?.as_u64().ok_or("bad size")?;
-    let recorded = u64::from_str_radix(field("digest")?.as_str().unwrap_or_default(), 16).map_err(|e| e.to_string())?;
+    let recorded = u64::from_str_radix(field("digest")?.as_str().unwrap_or_default(), 16)
+        .map_err(|e| e.to_string())?;
     if s.key() != key || akey != key {
-        return Err(format!("asked for {key:?}, scope key {:?}, attribute key {akey:?}", s.key()));
+        return Err(format!(
+            "asked for {key:?}, scope key {:?}, attribute key {akey:?}",
+            s.key()
+        ));
     }
     let read = digest_of(key, s.nodes(), s.links(), s.node_ids(), s.link_ids());
     if read != recorded {
-        return Err(format!("{key} v{ver}: content digest {read:016x}, recorded {recorded:016x}"));
+        return Err(format!(
+            "{key} v{ver}: content digest {read:016x}, recorded {recorded:016x}"
+        ));
     }
     let expected = Content::new(key, ver, size).digest;
     if read != expected {
-        return Err(format!("{key} v{ver}: content digest {read:016x}, rebuilt {expected:016x}"));
+        return Err(format!(
+            "{key} v{ver}: content digest {read:016x}, rebuilt {expected:016x}"
+        ));
     }
     if s.info().total_nodes != s.nodes().len() as u64 {
-        return Err(format!("{key}: info says {} nodes, bitset has {}", s.info().total_nodes, s.nodes().len()));
+        return Err(format!(
+            "{key}: info says {} nodes, bitset has {}",
+            s.info().total_nodes,
+            s.nodes().len()
+        ));
     }
-    Ok(Seen { key: key.to_owned(), ver, digest: read })
+    Ok(Seen {
+        key: key.to_owned(),
+        ver,
+        digest: read,
+    })
 }
 
 /// Gets and checks every listed scope: key -> version.
 pub fn snapshot_of(cache: &ScopeCache) -> HashMap<String, u64> {
     let mut out = HashMap::new();
     for e in cache.list().unwrap() {
-        let s = cache.get(&e.key).unwrap().unwrap_or_else(|| panic!("{} listed but not got", e.key));
+        let s = cache
+            .get(&e.key)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{} listed but not got", e.key));
         let seen = check_scope(&e.key, &s).unwrap_or_else(|err| panic!("{err}"));
         out.insert(e.key, seen.ver);
     }
@@ -224,14 +274,18 @@ pub fn disk_dir() -> tempfile::TempDir {
 /// Reads an environment variable as a number, with a default.
 pub fn env_num(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
-        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
         Err(_) => default,
     }
 }
 
 /// A child's argument, as passed by [`Child::spawn`].
 pub fn arg(name: &str) -> String {
-    std::env::var(format!("SCOPECACHE_TEST_{name}")).unwrap_or_else(|_| panic!("child argument {name} missing"))
+    std::env::var(format!("SCOPECACHE_TEST_{name}"))
+        .unwrap_or_else(|_| panic!("child argument {name} missing"))
 }
 
 /// A child's argument as a number.
@@ -253,7 +307,9 @@ pub fn report(line: impl AsRef<str>) {
 /// Runs the role named in the environment, if any. Called from each test
 /// binary's ignored `child` test.
 pub fn child_main(roles: &[(&str, fn())]) {
-    let Ok(role) = std::env::var(CHILD_ENV) else { return };
+    let Ok(role) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let f = roles
         .iter()
         .find(|(r, _)| *r == role)
@@ -275,12 +331,19 @@ impl Child {
     pub fn command(role: &str, args: &[(&str, String)]) -> Command {
         let exe = std::env::current_exe().unwrap();
         let mut c = Command::new(exe);
-        c.args(["child", "--exact", "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(CHILD_ENV, role)
-            .env_remove("SCOPECACHE_CRASH_AT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        c.args([
+            "child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+            "-q",
+        ])
+        .env(CHILD_ENV, role)
+        .env_remove("SCOPECACHE_CRASH_AT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         for (k, v) in args {
             c.env(format!("SCOPECACHE_TEST_{k}"), v);
         }
@@ -305,7 +368,12 @@ impl Child {
                 }
             }
         });
-        Child { proc, lines: rx, reader: Some(reader), role: role.to_owned() }
+        Child {
+            proc,
+            lines: rx,
+            reader: Some(reader),
+            role: role.to_owned(),
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -314,10 +382,7 @@ impl Child {
 
     /// The next report line, or None on timeout or end of output.
     pub fn next_line(&self, timeout: Duration) -> Option<String> {
-        match self.lines.recv_timeout(timeout) {
-            Ok(l) => Some(l),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.lines.recv_timeout(timeout).ok()
     }
 
     /// Waits for a line starting with `prefix`, returning it and every line
