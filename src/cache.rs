@@ -703,13 +703,23 @@ impl ScopeCache {
         let mut txn = Txn::begin(guard, snap, &self.config)?;
         let out = f(&mut txn).and_then(|v| {
             txn.commit()?;
+            // The operation is durable now: a failure of the compaction that
+            // follows (a full disk, say) must not make the caller believe it
+            // failed. The file is left as committed; a later write retries.
             let mut compacted = None;
             if self.compaction_worth_it(&txn) {
-                let c = compact::compact(&mut txn, self.io.as_ref())?;
-                compacted = Some(CompactReport {
-                    bytes_before: c.bytes_before,
-                    bytes_after: c.bytes_after,
-                });
+                match compact::compact(&mut txn, self.io.as_ref()) {
+                    Ok(c) => {
+                        compacted = Some(CompactReport {
+                            bytes_before: c.bytes_before,
+                            bytes_after: c.bytes_after,
+                        })
+                    }
+                    Err(e) => log::warn!(
+                        "{}: automatic compaction failed, the commit stands: {e}",
+                        self.path.display()
+                    ),
+                }
             }
             Ok((v, compacted))
         });
