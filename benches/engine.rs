@@ -217,8 +217,9 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
         g.finish();
     }
 
-    let node_keys = workload::random_node_ids(LOOKUP_KEYS, n, 11);
-    let link_keys = workload::random_link_ids(LOOKUP_KEYS, n, l, 12);
+    let node_buf = workload::random_node_ids(LOOKUP_KEYS, n, 11);
+    let link_buf = workload::random_link_ids(LOOKUP_KEYS, n, l, 12);
+    let (node_keys, link_keys) = (node_buf.slices(), link_buf.slices());
     {
         let mut g = sized(c, "index_of", size, false);
         g.throughput(Throughput::Elements(BATCH as u64));

@@ -153,20 +153,63 @@ pub fn random_positions(count: usize, n: usize, seed: u64) -> Vec<u32> {
     (0..count).map(|_| rng.below(n) as u32).collect()
 }
 
+/// Lookup keys stored back to back in one buffer, so that reading the
+/// keys in order is sequential and the prefetcher hides it: a lookup bench
+/// then measures the lookup, not the misses of a million separately
+/// allocated `String`s.
+pub struct KeyBuf {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl KeyBuf {
+    fn from_ids(ids: impl Iterator<Item = String>) -> KeyBuf {
+        let mut k = KeyBuf {
+            text: String::new(),
+            ends: Vec::new(),
+        };
+        for id in ids {
+            k.text.push_str(&id);
+            k.ends.push(k.text.len());
+        }
+        k
+    }
+
+    /// The ids of `positions`, made by `id`.
+    pub fn from_positions(positions: &[u32], id: impl Fn(usize) -> String) -> KeyBuf {
+        KeyBuf::from_ids(positions.iter().map(|&i| id(i as usize)))
+    }
+
+    /// The keys as string slices into the buffer.
+    pub fn slices(&self) -> Vec<&str> {
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&e| {
+                let s = &self.text[start..e];
+                start = e;
+                s
+            })
+            .collect()
+    }
+}
+
 /// `count` random node ids of a graph of `n` nodes (with repetition).
-pub fn random_node_ids(count: usize, n: usize, seed: u64) -> Vec<String> {
-    random_positions(count, n, seed)
-        .into_iter()
-        .map(|i| node_id(i as usize))
-        .collect()
+pub fn random_node_ids(count: usize, n: usize, seed: u64) -> KeyBuf {
+    KeyBuf::from_ids(
+        random_positions(count, n, seed)
+            .into_iter()
+            .map(|i| node_id(i as usize)),
+    )
 }
 
 /// `count` random link ids of a graph of `n` nodes and `l` links.
-pub fn random_link_ids(count: usize, n: usize, l: usize, seed: u64) -> Vec<String> {
-    random_positions(count, l, seed)
-        .into_iter()
-        .map(|i| link_id(i as usize, n))
-        .collect()
+pub fn random_link_ids(count: usize, n: usize, l: usize, seed: u64) -> KeyBuf {
+    KeyBuf::from_ids(
+        random_positions(count, l, seed)
+            .into_iter()
+            .map(|i| link_id(i as usize, n)),
+    )
 }
 
 /// Reads every byte of the file at `path` once, so that its pages are in the

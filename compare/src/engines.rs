@@ -77,14 +77,9 @@ impl Engine {
     pub fn read_bench(self, dir: &Path, n: usize, l: usize) -> Res<Value> {
         let node_pos = workload::random_positions(LOOKUPS, n, 21);
         let link_pos = workload::random_positions(LOOKUPS, l, 22);
-        let node_keys: Vec<String> = node_pos
-            .iter()
-            .map(|&i| workload::node_id(i as usize))
-            .collect();
-        let link_keys: Vec<String> = link_pos
-            .iter()
-            .map(|&i| workload::link_id(i as usize, n))
-            .collect();
+        let node_buf = workload::KeyBuf::from_positions(&node_pos, workload::node_id);
+        let link_buf = workload::KeyBuf::from_positions(&link_pos, |i| workload::link_id(i, n));
+        let (node_keys, link_keys) = (node_buf.slices(), link_buf.slices());
         let keys = Keys {
             node_pos: &node_pos,
             link_pos: &link_pos,
@@ -102,23 +97,23 @@ impl Engine {
 pub struct Keys<'a> {
     node_pos: &'a [u32],
     link_pos: &'a [u32],
-    node_keys: &'a [String],
-    link_keys: &'a [String],
+    node_keys: &'a [&'a str],
+    link_keys: &'a [&'a str],
 }
 
 /// Times `lookup` over `keys`, checks that it found `pos`, returns ns per call.
 fn time_lookups(
-    keys: &[String],
+    keys: &[&str],
     pos: &[u32],
     mut lookup: impl FnMut(&str) -> Option<u32>,
 ) -> Res<f64> {
     // One untimed pass over a slice, to warm the code path.
-    for k in keys.iter().take(1024) {
+    for &k in keys.iter().take(1024) {
         black_box(lookup(k));
     }
     let t = Instant::now();
     let mut sum = 0u64;
-    for k in keys {
+    for &k in keys {
         sum += u64::from(lookup(black_box(k)).unwrap_or(u32::MAX));
     }
     let ns = t.elapsed().as_nanos() as f64 / keys.len() as f64;

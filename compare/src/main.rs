@@ -456,9 +456,21 @@ fn report(
             t.extend(extra);
         }
         println!("{}", serde_json::to_string_pretty(&top)?);
-        return Ok(());
     }
-    println!(
+    let table = table(o, results, base, noop_ms);
+    if o.json {
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
+    Ok(())
+}
+
+fn table(o: &Opts, results: &[(String, Samples)], base: Option<&Samples>, noop_ms: f64) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "scopecache-compare: {} nodes, {} links, median of {} runs (warm page cache for reads)",
         o.nodes, o.links, o.runs
     );
@@ -468,7 +480,7 @@ fn report(
         head += &format!(" {name:>20} |");
         rule += &format!("{:-<22}|", "");
     }
-    println!("{head}\n{rule}");
+    let _ = writeln!(out, "{head}\n{rule}");
     for (k, label, unit) in METRICS {
         let mut line = format!("| {:<32} |", format!("{label} ({unit})"));
         let b = base.and_then(|s| s.median(k));
@@ -482,22 +494,26 @@ fn report(
             };
             line += &format!(" {cell:>20} |");
         }
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
     }
     if let Some(b) = base {
         if let (Some(p), Some(w)) = (b.median("put_s"), b.median("write_fsync_s")) {
-            println!(
+            let _ = writeln!(
+                out,
                 "\nscopecache put / (write + fsync of the same bytes: {:.3} s) = {:.2}x",
                 w,
                 p / w
             );
         }
         if let Some(x) = b.median("input_rss_mb") {
-            println!("peak RSS includes the generated input: {x:.0} MB before the put");
+            let _ = writeln!(
+                out,
+                "peak RSS includes the generated input: {x:.0} MB before the put"
+            );
         }
     }
-    println!("(ratios are against scopecache; fresh get is timed inside the child; an empty child costs {noop_ms:.2} ms to spawn)");
-    Ok(())
+    let _ = writeln!(out, "(ratios are against scopecache; fresh get is timed inside the child; an empty child costs {noop_ms:.2} ms to spawn)");
+    out
 }
 
 fn fmt(v: f64) -> String {
