@@ -45,17 +45,19 @@ impl Engine {
             .ok_or_else(|| format!("unknown engine {s:?} (scopecache, lmdb, redb)").into())
     }
 
-    /// Builds the mappings and stores the scope `scope-1`.
-    pub fn put(self, dir: &Path, w: &Workload) -> Res<()> {
+    /// Builds the mappings and stores the scope `scope-1`; returns the
+    /// seconds spent building the mappings, where that is a separate step.
+    pub fn put(self, dir: &Path, w: &Workload) -> Res<Option<f64>> {
         match self {
             Engine::Scopecache => sc::put(dir, w),
-            Engine::Lmdb => lmdb::put(dir, w),
-            Engine::Redb => rdb::put(dir, w),
+            Engine::Lmdb => lmdb::put(dir, w).map(|()| None),
+            Engine::Redb => rdb::put(dir, w).map(|()| None),
         }
     }
 
-    /// Adds scopes `scope-2 ..= scope-<scopes>` of the same graph.
-    pub fn put_more(self, dir: &Path, w: &Workload, scopes: u64) -> Res<()> {
+    /// Adds scopes `scope-2 ..= scope-<scopes>` of the same graph; returns
+    /// the seconds each put took (the new bitsets are made before timing).
+    pub fn put_more(self, dir: &Path, w: &Workload, scopes: u64) -> Res<Vec<f64>> {
         match self {
             Engine::Scopecache => sc::put_more(dir, w, scopes),
             Engine::Lmdb => lmdb::put_more(dir, w, scopes),
@@ -174,9 +176,11 @@ mod sc {
         dir.join("scopes.cache")
     }
 
-    pub fn put(dir: &Path, w: &Workload) -> Res<()> {
+    pub fn put(dir: &Path, w: &Workload) -> Res<Option<f64>> {
+        let t = Instant::now();
         let node_ids = IdMap::from_ids(&w.node_ids)?;
         let link_ids = IdMap::from_ids(&w.link_ids)?;
+        let build_s = t.elapsed().as_secs_f64();
         let cache = ScopeCache::open(path(dir), CacheConfig::default())?;
         cache.put(
             "scope-1",
@@ -188,13 +192,14 @@ mod sc {
                 attributes: &w.attributes,
             },
         )?;
-        Ok(())
+        Ok(Some(build_s))
     }
 
-    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<()> {
+    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<Vec<f64>> {
         let node_ids = IdMap::from_ids(&w.node_ids)?;
         let link_ids = IdMap::from_ids(&w.link_ids)?;
         let cache = ScopeCache::open(path(dir), CacheConfig::default())?;
+        let mut times = Vec::new();
         for k in 2..=scopes {
             let (nodes, links) = w.bitsets(k);
             let attributes = workload::attributes(k as usize);
@@ -205,12 +210,14 @@ mod sc {
                 link_ids: &link_ids,
                 attributes: &attributes,
             };
+            let t = Instant::now();
             cache.put(&format!("scope-{k}"), &data)?;
+            times.push(t.elapsed().as_secs_f64());
         }
         if cache.stats()?.stored_mappings != 2 {
             return Err("the scopes do not share their mappings".into());
         }
-        Ok(())
+        Ok(times)
     }
 
     pub fn fresh_get(dir: &Path, bit: usize) -> Res<bool> {
@@ -283,10 +290,12 @@ mod lmdb {
         Ok(())
     }
 
-    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<()> {
+    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<Vec<f64>> {
         let env = env(dir)?;
+        let mut times = Vec::new();
         for k in 2..=scopes {
             let (nodes, links) = w.bitsets(k);
+            let t = Instant::now();
             let mut tx = env.write_txn()?;
             let bits: Db = env
                 .open_database(&tx, Some("bits"))?
@@ -300,8 +309,9 @@ mod lmdb {
                 &workload::attributes(k as usize),
             )?;
             tx.commit()?;
+            times.push(t.elapsed().as_secs_f64());
         }
-        Ok(())
+        Ok(times)
     }
 
     pub fn fresh_get(dir: &Path, bit: usize) -> Res<bool> {
@@ -401,18 +411,21 @@ mod rdb {
         Ok(())
     }
 
-    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<()> {
+    pub fn put_more(dir: &Path, w: &Workload, scopes: u64) -> Res<Vec<f64>> {
         let db = Database::create(path(dir))?;
+        let mut times = Vec::new();
         for k in 2..=scopes {
             let (nodes, links) = w.bitsets(k);
+            let t = Instant::now();
             let tx = db.begin_write()?;
             {
                 let mut b = tx.open_table(BITS)?;
                 put_scope(&mut b, k, &nodes, &links, &workload::attributes(k as usize))?;
             }
             tx.commit()?;
+            times.push(t.elapsed().as_secs_f64());
         }
-        Ok(())
+        Ok(times)
     }
 
     pub fn fresh_get(dir: &Path, bit: usize) -> Res<bool> {

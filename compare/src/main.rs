@@ -143,19 +143,20 @@ fn child(args: &[String]) -> Res<()> {
             let w = Workload::generate(n, l);
             let input_rss = workload::peak_rss_bytes().unwrap_or(0);
             let t = Instant::now();
-            engine.put(&dir, &w)?;
+            let build_s = engine.put(&dir, &w)?;
             let put_s = t.elapsed().as_secs_f64();
             let peak_rss = workload::peak_rss_bytes().unwrap_or(0);
             let disk1 = disk_bytes(&dir)?;
             let file1 = file_bytes(&dir)?;
-            let disk_many = if scopes > 1 {
-                engine.put_more(&dir, &w, scopes)?;
-                Some(disk_bytes(&dir)?)
+            let (disk_many, stored) = if scopes > 1 {
+                let times = engine.put_more(&dir, &w, scopes)?;
+                (Some(disk_bytes(&dir)?), times)
             } else {
-                None
+                (None, Vec::new())
             };
             json!({"put_s": put_s, "peak_rss": peak_rss, "input_rss": input_rss,
-                   "disk1": disk1, "file1": file1, "disk_many": disk_many})
+                   "disk1": disk1, "file1": file1, "disk_many": disk_many,
+                   "build_s": build_s, "put_stored_s": stored})
         }
         "get" => {
             let bit: usize = rest.first().ok_or("get needs a bit")?.parse()?;
@@ -274,9 +275,11 @@ impl Samples {
 /// The metrics, in table order: key, heading, unit.
 const METRICS: &[(&str, &str, &str)] = &[
     ("put_s", "put, new mappings", "s"),
+    ("put_stored_ms", "put, stored mappings", "ms"),
     ("get_ms", "fresh-process open+get+bit", "ms"),
     ("node_lookup_ns", "id -> index, node ids", "ns"),
     ("link_lookup_ns", "id -> index, link ids", "ns"),
+    ("id_ns", "index -> id, node ids", "ns"),
     ("bit_ns", "bit test", "ns"),
     ("disk1_mb", "disk, 1 scope", "MB"),
     ("disk50_mb", "disk, 50 scopes", "MB"),
@@ -318,6 +321,10 @@ fn run(o: &Opts) -> Res<()> {
             s.push("input_rss_mb", put["input_rss"].as_f64().map(mb));
             s.push("disk1_mb", put["disk1"].as_f64().map(mb));
             s.push("disk50_mb", put["disk_many"].as_f64().map(mb));
+            s.push("build_s", put["build_s"].as_f64());
+            for t in put["put_stored_s"].as_array().into_iter().flatten() {
+                s.push("put_stored_ms", t.as_f64().map(|x| x * 1e3));
+            }
             if engine == Engine::Scopecache {
                 let bytes = put["file1"].as_u64().unwrap_or(0);
                 let (b, _) = run_child(&[
@@ -503,6 +510,12 @@ fn table(o: &Opts, results: &[(String, Samples)], base: Option<&Samples>, noop_m
                 "\nscopecache put / (write + fsync of the same bytes: {:.3} s) = {:.2}x",
                 w,
                 p / w
+            );
+        }
+        if let Some(x) = b.median("build_s") {
+            let _ = writeln!(
+                out,
+                "of the scopecache put, building the two IdMaps took {x:.3} s"
             );
         }
         if let Some(x) = b.median("input_rss_mb") {
