@@ -305,10 +305,32 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
                 })
             });
         }
+        // The same through the raw words (`Scope::node_words`), for hot loops.
+        for (what, words, pos) in [
+            ("nodes_words", scope.node_words(), &node_pos),
+            ("links_words", scope.link_words(), &link_pos),
+        ] {
+            g.bench_function(BenchmarkId::new(what, size), |b| {
+                let mut at = 0usize;
+                b.iter(|| {
+                    let words: &[u64] = black_box(words);
+                    let set = pos[at..at + BATCH]
+                        .iter()
+                        .filter(|&&p| words[p as usize / 64] >> (p % 64) & 1 == 1)
+                        .count();
+                    at = (at + BATCH) % LOOKUP_KEYS;
+                    set
+                })
+            });
+        }
         g.finish();
     }
     {
         let links = scope.links();
+        let words = scope.link_words();
+        // Both ways of visiting the set bits must agree.
+        let by_words: usize = set_bits_of_words(words).fold(0usize, |a, i| a ^ i);
+        assert_eq!(by_words, links.iter_ones().fold(0usize, |a, i| a ^ i));
         let mut g = sized(c, "bitset_scan", size, false);
         g.throughput(Throughput::Bytes(links.len() as u64 / 8));
         g.bench_function(BenchmarkId::new("count_ones", size), |b| {
@@ -316,6 +338,9 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
         });
         g.bench_function(BenchmarkId::new("iter_ones", size), |b| {
             b.iter(|| black_box(links).iter_ones().fold(0usize, |a, i| a ^ i))
+        });
+        g.bench_function(BenchmarkId::new("iter_ones_words", size), |b| {
+            b.iter(|| set_bits_of_words(black_box(words)).fold(0usize, |a, i| a ^ i))
         });
         g.finish();
     }
@@ -340,6 +365,21 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
         });
         g.finish();
     }
+}
+
+/// The positions of the set bits of `words` (bit i = word i / 64, bit
+/// i % 64), one `trailing_zeros` per set bit.
+fn set_bits_of_words(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    words.iter().enumerate().flat_map(|(k, &w)| {
+        let mut w = w;
+        std::iter::from_fn(move || {
+            (w != 0).then(|| {
+                let b = w.trailing_zeros() as usize;
+                w &= w - 1;
+                k * 64 + b
+            })
+        })
+    })
 }
 
 /// Runs one child: open + get + bit test, timed inside the child.

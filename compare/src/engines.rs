@@ -235,7 +235,11 @@ mod sc {
         let id = time_ids(k.node_pos, 13, |p| nm.id(p).map(str::len))?;
         let bits = scope.nodes();
         let bit = time_bits(k.node_pos, |i| bits[i])?;
-        Ok(read_result(node, link, id, bit))
+        let words = scope.node_words();
+        let bit_words = time_bits(k.node_pos, |i| words[i / 64] >> (i % 64) & 1 == 1)?;
+        let mut out = read_result(node, link, id, bit);
+        out["bit_words_ns"] = json!(bit_words);
+        Ok(out)
     }
 }
 

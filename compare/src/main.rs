@@ -173,6 +173,7 @@ fn child(args: &[String]) -> Res<()> {
             let bytes: usize = rest.first().ok_or("baseline needs a size")?.parse()?;
             json!({"write_fsync_s": write_fsync(&dir, bytes)?})
         }
+        "memlat" => json!({"memlat_ns": memory_latency_ns(64 << 20, 4 << 20)}),
         other => return Err(format!("unknown child {other}").into()),
     };
     println!("{out}");
@@ -201,6 +202,32 @@ fn write_fsync(dir: &Path, bytes: usize) -> Res<f64> {
     let s = t.elapsed().as_secs_f64();
     std::fs::remove_file(&path)?;
     Ok(s)
+}
+
+/// Nanoseconds per dependent load at random places in `words` u64s
+/// (a random cyclic permutation, chased for `steps` steps): the machine's
+/// memory latency, TLB misses included, as the lookups over a large
+/// mapping meet it.
+fn memory_latency_ns(words: usize, steps: usize) -> f64 {
+    let mut rng = workload::Rng::new(99);
+    let mut order: Vec<usize> = (0..words).collect();
+    for i in (1..words).rev() {
+        order.swap(i, rng.below(i + 1));
+    }
+    let mut next = vec![0u64; words];
+    for w in order.windows(2) {
+        next[w[0]] = w[1] as u64;
+    }
+    next[order[words - 1]] = order[0] as u64;
+    drop(order);
+    let mut at = 0usize;
+    let t = Instant::now();
+    for _ in 0..steps {
+        at = next[at] as usize;
+    }
+    let ns = t.elapsed().as_nanos() as f64 / steps as f64;
+    std::hint::black_box(at);
+    ns
 }
 
 /// Allocated bytes (st_blocks * 512) of all files under `dir`.
@@ -281,6 +308,7 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("link_lookup_ns", "id -> index, link ids", "ns"),
     ("id_ns", "index -> id, node ids", "ns"),
     ("bit_ns", "bit test", "ns"),
+    ("bit_words_ns", "bit test, raw words", "ns"),
     ("disk1_mb", "disk, 1 scope", "MB"),
     ("disk50_mb", "disk, 50 scopes", "MB"),
     ("peak_rss_mb", "peak RSS of put", "MB"),
@@ -298,6 +326,16 @@ fn run(o: &Opts) -> Res<()> {
     let mut noop_s = Samples::default();
     noop.into_iter().for_each(|v| noop_s.push("noop", Some(v)));
     let noop_ms = noop_s.median("noop").unwrap_or(0.0);
+
+    let (lat, _) = run_child(&[
+        "memlat".into(),
+        "scopecache".into(),
+        ".".into(),
+        "1".into(),
+        "1".into(),
+    ])?;
+    let memlat_ns = lat["memlat_ns"].as_f64().unwrap_or(0.0);
+    extra.insert("memory_latency_ns".into(), json!(memlat_ns));
 
     for &engine in &o.engines {
         let mut s = Samples::default();
@@ -366,7 +404,13 @@ fn run(o: &Opts) -> Res<()> {
                 nn.clone(),
                 ll.clone(),
             ])?;
-            for k in ["node_lookup_ns", "link_lookup_ns", "bit_ns", "id_ns"] {
+            for k in [
+                "node_lookup_ns",
+                "link_lookup_ns",
+                "bit_ns",
+                "bit_words_ns",
+                "id_ns",
+            ] {
                 s.push(k, r[k].as_f64());
             }
         }
@@ -406,7 +450,7 @@ fn run(o: &Opts) -> Res<()> {
         }
     }
 
-    report(o, &results, noop_ms, extra)
+    report(o, &results, noop_ms, memlat_ns, extra)
 }
 
 fn mb(bytes: f64) -> f64 {
@@ -441,6 +485,7 @@ fn report(
     o: &Opts,
     results: &[(String, Samples)],
     noop_ms: f64,
+    memlat_ns: f64,
     extra: serde_json::Map<String, Value>,
 ) -> Res<()> {
     let base = results
@@ -464,7 +509,7 @@ fn report(
         }
         println!("{}", serde_json::to_string_pretty(&top)?);
     }
-    let table = table(o, results, base, noop_ms);
+    let table = table(o, results, base, noop_ms, memlat_ns);
     if o.json {
         eprint!("{table}");
     } else {
@@ -473,7 +518,13 @@ fn report(
     Ok(())
 }
 
-fn table(o: &Opts, results: &[(String, Samples)], base: Option<&Samples>, noop_ms: f64) -> String {
+fn table(
+    o: &Opts,
+    results: &[(String, Samples)],
+    base: Option<&Samples>,
+    noop_ms: f64,
+    memlat_ns: f64,
+) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(
@@ -512,6 +563,10 @@ fn table(o: &Opts, results: &[(String, Samples)], base: Option<&Samples>, noop_m
                 p / w
             );
         }
+        let _ = writeln!(
+            out,
+            "memory latency of this machine: {memlat_ns:.0} ns per dependent load at random over 512 MiB"
+        );
         if let Some(x) = b.median("build_s") {
             let _ = writeln!(
                 out,
