@@ -13,19 +13,9 @@ use std::time::Duration;
 fn round_trips_at_awkward_lengths() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(&dir.path().join("c"));
-    let lengths = [
-        (0, 0),
-        (1, 1),
-        (7, 9),
-        (63, 64),
-        (64, 65),
-        (65, 127),
-        (129, 1000),
-    ];
+    let lengths = [(0, 0), (1, 1), (7, 9), (63, 64), (64, 65), (65, 127), (129, 1000)];
     for (i, &(n, l)) in lengths.iter().enumerate() {
-        Model::random(i as u64, n, l)
-            .put(&cache, &format!("k{i}"))
-            .unwrap();
+        Model::random(i as u64, n, l).put(&cache, &format!("k{i}")).unwrap();
     }
     for (i, &(n, l)) in lengths.iter().enumerate() {
         Model::random(i as u64, n, l).check(&cache, &format!("k{i}"));
@@ -43,25 +33,11 @@ fn unaligned_bitslices_are_stored_as_their_bits() {
     let dir = tempfile::tempdir().unwrap();
     let cache = open(&dir.path().join("c"));
     let m = Model::random(5, 300, 200);
-    let (n, l) = (
-        IdMap::from_ids(&m.node_ids[..290]).unwrap(),
-        IdMap::from_ids(&m.link_ids[..190]).unwrap(),
-    );
+    let (n, l) = (IdMap::from_ids(&m.node_ids[..290]).unwrap(), IdMap::from_ids(&m.link_ids[..190]).unwrap());
     let attrs = serde_json::Map::new();
     let nodes = &m.nodes[3..293];
     let links = &m.links[10..200];
-    cache
-        .put(
-            "k",
-            &ScopeData {
-                nodes,
-                links,
-                node_ids: &n,
-                link_ids: &l,
-                attributes: &attrs,
-            },
-        )
-        .unwrap();
+    cache.put("k", &ScopeData { nodes, links, node_ids: &n, link_ids: &l, attributes: &attrs }).unwrap();
     let s = cache.get("k").unwrap().unwrap();
     assert_eq!(s.nodes(), nodes);
     assert_eq!(s.links(), links);
@@ -111,10 +87,7 @@ fn scope_outlives_replacement_and_compaction() {
 fn list_is_most_recently_accessed_first() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let cfg = CacheConfig {
-        clock: clock.clone(),
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { clock: clock.clone(), ..CacheConfig::default() };
     let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
     for k in ["a", "b", "c"] {
         Model::random(1, 10, 10).put(&cache, k).unwrap();
@@ -134,11 +107,7 @@ fn list_is_most_recently_accessed_first() {
 fn ttl_slides_with_access() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let cfg = CacheConfig {
-        clock: clock.clone(),
-        ttl: Some(Duration::from_secs(60)),
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { clock: clock.clone(), ttl: Some(Duration::from_secs(60)), ..CacheConfig::default() };
     let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
     Model::random(1, 10, 10).put(&cache, "a").unwrap();
     Model::random(1, 10, 10).put(&cache, "b").unwrap();
@@ -158,11 +127,7 @@ fn ttl_slides_with_access() {
 fn lru_by_count() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-    let cfg = CacheConfig {
-        clock: clock.clone(),
-        max_entries: 3,
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { clock: clock.clone(), max_entries: 3, ..CacheConfig::default() };
     let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
     for k in ["a", "b", "c"] {
         Model::random(1, 10, 10).put(&cache, k).unwrap();
@@ -182,26 +147,16 @@ fn lru_by_size_keeps_the_file_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
     let max = 400_000;
-    let cfg = CacheConfig {
-        clock: clock.clone(),
-        max_size_bytes: max,
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { clock: clock.clone(), max_size_bytes: max, ..CacheConfig::default() };
     let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
     // Each scope has mappings of its own: about 75 KB each.
     for i in 0..20u64 {
         let mut m = Model::random(i, 2000, 1000);
-        m.node_ids
-            .iter_mut()
-            .for_each(|s| s.push_str(&i.to_string()));
+        m.node_ids.iter_mut().for_each(|s| s.push_str(&i.to_string()));
         m.put(&cache, &format!("k{i:02}")).unwrap();
         clock.advance(Duration::from_secs(1));
         let st = cache.stats().unwrap();
-        assert!(
-            st.file_bytes <= max,
-            "file {} > {max} after put {i}",
-            st.file_bytes
-        );
+        assert!(st.file_bytes <= max, "file {} > {max} after put {i}", st.file_bytes);
     }
     let list = cache.list().unwrap();
     assert!(list.len() < 20 && !list.is_empty());
@@ -216,20 +171,12 @@ fn lru_by_size_keeps_the_file_bounded() {
 #[test]
 fn a_scope_larger_than_the_cache_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = CacheConfig {
-        max_size_bytes: 50_000,
-        ..CacheConfig::default()
-    };
+    let cfg = CacheConfig { max_size_bytes: 50_000, ..CacheConfig::default() };
     let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
     let before = std::fs::metadata(dir.path().join("c")).unwrap().len();
-    let err = Model::random(1, 20_000, 20_000)
-        .put(&cache, "big")
-        .unwrap_err();
+    let err = Model::random(1, 20_000, 20_000).put(&cache, "big").unwrap_err();
     assert!(matches!(err, Error::TooLarge { .. }), "{err}");
-    assert_eq!(
-        std::fs::metadata(dir.path().join("c")).unwrap().len(),
-        before
-    );
+    assert_eq!(std::fs::metadata(dir.path().join("c")).unwrap().len(), before);
 }
 
 #[test]
@@ -245,10 +192,7 @@ fn shared_mapping_is_stored_once() {
     m2.put_with(&cache, "b", &n, &l).unwrap();
     let growth = cache.stats().unwrap().file_bytes - after_one;
     let bitsets = (50_000 + 100_000) / 8;
-    assert!(
-        growth < bitsets + 8192,
-        "second put grew the file by {growth}, bitsets are {bitsets}"
-    );
+    assert!(growth < bitsets + 8192, "second put grew the file by {growth}, bitsets are {bitsets}");
     // Even mappings built again from the same ids are recognised.
     let (n2, l2) = m.maps();
     m.put_with(&cache, "c", &n2, &l2).unwrap();
@@ -266,9 +210,7 @@ fn compaction_keeps_every_live_scope() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c");
     let cache = open(&path);
-    let models: Vec<Model> = (0..6)
-        .map(|i| Model::random(i, 3000 + i as usize, 2000))
-        .collect();
+    let models: Vec<Model> = (0..6).map(|i| Model::random(i, 3000 + i as usize, 2000)).collect();
     for (i, m) in models.iter().enumerate() {
         m.put(&cache, &format!("k{i}")).unwrap();
     }
@@ -289,10 +231,7 @@ fn compaction_keeps_every_live_scope() {
     let other = open(&path);
     cache.compact().unwrap();
     models[0].check(&other, "k0");
-    assert_eq!(
-        std::fs::metadata(&path).unwrap().len(),
-        cache.stats().unwrap().file_bytes
-    );
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), cache.stats().unwrap().file_bytes);
 }
 
 #[test]
@@ -302,46 +241,17 @@ fn bad_input_is_refused_before_anything_is_written() {
     let m = Model::random(1, 10, 10);
     let long = "k".repeat(1025);
     for key in ["", long.as_str(), "a\0b"] {
-        assert!(
-            matches!(m.put(&cache, key), Err(Error::InvalidKey { .. })),
-            "{key:?}"
-        );
+        assert!(matches!(m.put(&cache, key), Err(Error::InvalidKey { .. })), "{key:?}");
         assert!(matches!(cache.get(key), Err(Error::InvalidKey { .. })));
     }
     let (n, l) = m.maps();
     let short = bitvec![u64, Lsb0; 1; 9];
     let attrs = serde_json::Map::new();
     let err = cache
-        .put(
-            "k",
-            &ScopeData {
-                nodes: &short,
-                links: &m.links,
-                node_ids: &n,
-                link_ids: &l,
-                attributes: &attrs,
-            },
-        )
+        .put("k", &ScopeData { nodes: &short, links: &m.links, node_ids: &n, link_ids: &l, attributes: &attrs })
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::LengthMismatch {
-                what: "nodes",
-                bits: 9,
-                ids: 10
-            }
-        ),
-        "{err}"
-    );
-    assert!(matches!(
-        IdMap::from_ids(["a", "b", "a"]),
-        Err(Error::DuplicateId {
-            first: 0,
-            second: 2,
-            ..
-        })
-    ));
+    assert!(matches!(err, Error::LengthMismatch { what: "nodes", bits: 9, ids: 10 }), "{err}");
+    assert!(matches!(IdMap::from_ids(["a", "b", "a"]), Err(Error::DuplicateId { first: 0, second: 2, .. })));
     assert_eq!(cache.stats().unwrap().total_entries, 0);
     assert_eq!(cache.stats().unwrap().generation, 1);
 }
@@ -373,14 +283,7 @@ fn read_only_handles_read_and_refuse_writes() {
     let path = dir.path().join("c");
     let m = Model::random(1, 100, 100);
     m.put(&open(&path), "a").unwrap();
-    let ro = ScopeCache::open(
-        &path,
-        CacheConfig {
-            read_only: true,
-            ..CacheConfig::default()
-        },
-    )
-    .unwrap();
+    let ro = ScopeCache::open(&path, CacheConfig { read_only: true, ..CacheConfig::default() }).unwrap();
     assert!(ro.is_read_only());
     m.check(&ro, "a");
     assert!(matches!(m.put(&ro, "b"), Err(Error::ReadOnly { .. })));

@@ -24,22 +24,16 @@ impl Model {
             nodes: (0..n).map(|_| rng.gen::<bool>()).collect(),
             links: (0..l).map(|_| rng.gen::<bool>()).collect(),
             node_ids: (0..n).map(|i| format!("node-{i:08}")).collect(),
-            link_ids: (0..l)
-                .map(|i| format!("link-{i:08}-{:08}", (i * 7919) % n.max(1)))
-                .collect(),
-            attributes:
-                json!({"seed": seed, "run": format!("r{seed}"), "nested": {"x": [1, 2.5, null]}})
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default(),
+            link_ids: (0..l).map(|i| format!("link-{i:08}-{:08}", (i * 7919) % n.max(1))).collect(),
+            attributes: json!({"seed": seed, "run": format!("r{seed}"), "nested": {"x": [1, 2.5, null]}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
     pub fn maps(&self) -> (IdMap, IdMap) {
-        (
-            IdMap::from_ids(&self.node_ids).unwrap(),
-            IdMap::from_ids(&self.link_ids).unwrap(),
-        )
+        (IdMap::from_ids(&self.node_ids).unwrap(), IdMap::from_ids(&self.link_ids).unwrap())
     }
 
     pub fn put(&self, cache: &ScopeCache, key: &str) -> scopecache::Result<()> {
@@ -47,31 +41,16 @@ impl Model {
         self.put_with(cache, key, &n, &l)
     }
 
-    pub fn put_with(
-        &self,
-        cache: &ScopeCache,
-        key: &str,
-        n: &IdMap,
-        l: &IdMap,
-    ) -> scopecache::Result<()> {
+    pub fn put_with(&self, cache: &ScopeCache, key: &str, n: &IdMap, l: &IdMap) -> scopecache::Result<()> {
         cache.put(
             key,
-            &ScopeData {
-                nodes: &self.nodes,
-                links: &self.links,
-                node_ids: n,
-                link_ids: l,
-                attributes: &self.attributes,
-            },
+            &ScopeData { nodes: &self.nodes, links: &self.links, node_ids: n, link_ids: l, attributes: &self.attributes },
         )
     }
 
     /// Asserts that the cache holds exactly this scope under `key`.
     pub fn check(&self, cache: &ScopeCache, key: &str) {
-        let s = cache
-            .get(key)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{key} missing"));
+        let s = cache.get(key).unwrap().unwrap_or_else(|| panic!("{key} missing"));
         assert_eq!(s.nodes(), self.nodes.as_bitslice(), "{key}: nodes");
         assert_eq!(s.links(), self.links.as_bitslice(), "{key}: links");
         assert_eq!(s.node_ids().len(), self.node_ids.len());
