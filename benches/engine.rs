@@ -37,8 +37,7 @@ const LOOKUP_KEYS: usize = 1 << 18;
 const BATCH: usize = 1024;
 
 fn bench_dir() -> tempfile::TempDir {
-    let base =
-        std::env::var_os("SCOPECACHE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
+    let base = std::env::var_os("SCOPECACHE_BENCH_DIR").map_or_else(std::env::temp_dir, PathBuf::from);
     tempfile::Builder::new()
         .prefix("scopecache-bench")
         .tempdir_in(base)
@@ -82,9 +81,7 @@ impl Maps {
     }
 
     fn bytes(&self, w: &Workload) -> u64 {
-        self.nodes.region_len()
-            + self.links.region_len()
-            + (w.nodes.len() as u64 + w.links.len() as u64) / 8
+        self.nodes.region_len() + self.links.region_len() + (w.nodes.len() as u64 + w.links.len() as u64) / 8
     }
 }
 
@@ -195,18 +192,12 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
         .node_ids()
         .index_of_batch(&w.node_ids, &mut out[..n])
         .unwrap();
-    assert!(out[..n]
-        .iter()
-        .enumerate()
-        .all(|(i, v)| *v == Some(i as u32)));
+    assert!(out[..n].iter().enumerate().all(|(i, v)| *v == Some(i as u32)));
     scope
         .link_ids()
         .index_of_batch(&w.link_ids, &mut out[..l])
         .unwrap();
-    assert!(out[..l]
-        .iter()
-        .enumerate()
-        .all(|(i, v)| *v == Some(i as u32)));
+    assert!(out[..l].iter().enumerate().all(|(i, v)| *v == Some(i as u32)));
     drop(out);
 
     {
@@ -296,10 +287,7 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
                 let mut at = 0usize;
                 b.iter(|| {
                     let bits: &BitSlice<u64, Lsb0> = black_box(bits);
-                    let set = pos[at..at + BATCH]
-                        .iter()
-                        .filter(|&&p| bits[p as usize])
-                        .count();
+                    let set = pos[at..at + BATCH].iter().filter(|&&p| bits[p as usize]).count();
                     at = (at + BATCH) % LOOKUP_KEYS;
                     set
                 })
@@ -406,10 +394,7 @@ fn fresh_get(path: &Path, bit: u64, expect: bool) -> Duration {
 /// The child's side of `fresh_get`.
 fn child_get() {
     let path = std::env::var_os("SCOPECACHE_BENCH_PATH").unwrap();
-    let bit: usize = std::env::var("SCOPECACHE_BENCH_BIT")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let bit: usize = std::env::var("SCOPECACHE_BENCH_BIT").unwrap().parse().unwrap();
     let t = Instant::now();
     let cache = ScopeCache::open(&path, CacheConfig::default()).unwrap();
     let scope = cache.get(KEY).unwrap().unwrap();

@@ -133,11 +133,7 @@ impl Workload {
 
     /// Bytes of the id strings (without their heap headers).
     pub fn id_bytes(&self) -> usize {
-        self.node_ids
-            .iter()
-            .chain(&self.link_ids)
-            .map(String::len)
-            .sum()
+        self.node_ids.iter().chain(&self.link_ids).map(String::len).sum()
     }
 }
 

@@ -104,11 +104,7 @@ pub struct Keys<'a> {
 }
 
 /// Times `lookup` over `keys`, checks that it found `pos`, returns ns per call.
-fn time_lookups(
-    keys: &[&str],
-    pos: &[u32],
-    mut lookup: impl FnMut(&str) -> Option<u32>,
-) -> Res<f64> {
+fn time_lookups(keys: &[&str], pos: &[u32], mut lookup: impl FnMut(&str) -> Option<u32>) -> Res<f64> {
     // One untimed pass over a slice, to warm the code path.
     for &k in keys.iter().take(1024) {
         black_box(lookup(k));
@@ -301,9 +297,7 @@ mod lmdb {
             let (nodes, links) = w.bitsets(k);
             let t = Instant::now();
             let mut tx = env.write_txn()?;
-            let bits: Db = env
-                .open_database(&tx, Some("bits"))?
-                .ok_or("no bits table")?;
+            let bits: Db = env.open_database(&tx, Some("bits"))?.ok_or("no bits table")?;
             put_scope(
                 &bits,
                 &mut tx,
@@ -321,21 +315,16 @@ mod lmdb {
     pub fn fresh_get(dir: &Path, bit: usize) -> Res<bool> {
         let env = env(dir)?;
         let tx = env.read_txn()?;
-        let bits: Db = env
-            .open_database(&tx, Some("bits"))?
-            .ok_or("no bits table")?;
-        let v = bits
-            .get(&tx, b"scope-1/nodes")?
-            .ok_or("scope-1 is missing")?;
+        let bits: Db = env.open_database(&tx, Some("bits"))?.ok_or("no bits table")?;
+        let v = bits.get(&tx, b"scope-1/nodes")?.ok_or("scope-1 is missing")?;
         Ok(bit_of(v, bit))
     }
 
     pub fn read_bench(dir: &Path, k: &Keys<'_>) -> Res<Value> {
         let env = env(dir)?;
         let tx = env.read_txn()?;
-        let open = |name: &str| -> Res<Db> {
-            Ok(env.open_database(&tx, Some(name))?.ok_or("missing table")?)
-        };
+        let open =
+            |name: &str| -> Res<Db> { Ok(env.open_database(&tx, Some(name))?.ok_or("missing table")?) };
         let (nf, nr, lf) = (open("nodes_fwd")?, open("nodes_rev")?, open("links_fwd")?);
         let get_u32 = |db: &Db, key: &str| -> Option<u32> {
             let v = db.get(&tx, key.as_bytes()).ok()??;
@@ -344,10 +333,7 @@ mod lmdb {
         let node = time_lookups(k.node_keys, k.node_pos, |s| get_u32(&nf, s))?;
         let link = time_lookups(k.link_keys, k.link_pos, |s| get_u32(&lf, s))?;
         let id = time_ids(k.node_pos, 13, |p| {
-            nr.get(&tx, &p.to_be_bytes())
-                .ok()
-                .flatten()
-                .map(<[u8]>::len)
+            nr.get(&tx, &p.to_be_bytes()).ok().flatten().map(<[u8]>::len)
         })?;
         let bits = open("bits")?
             .get(&tx, b"scope-1/nodes")?
@@ -400,14 +386,8 @@ mod rdb {
         links: &BitSlice<u64, Lsb0>,
         attrs: &serde_json::Map<String, Value>,
     ) -> Res<()> {
-        t.insert(
-            format!("scope-{k}/nodes").as_str(),
-            bytes_of(nodes).as_slice(),
-        )?;
-        t.insert(
-            format!("scope-{k}/links").as_str(),
-            bytes_of(links).as_slice(),
-        )?;
+        t.insert(format!("scope-{k}/nodes").as_str(), bytes_of(nodes).as_slice())?;
+        t.insert(format!("scope-{k}/links").as_str(), bytes_of(links).as_slice())?;
         t.insert(
             format!("scope-{k}/attrs").as_str(),
             serde_json::to_string(attrs)?.as_bytes(),

@@ -74,10 +74,7 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .ok_or_else(|| format!("{a} needs a value\n{USAGE}"))
-        };
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
         match a.as_str() {
             "--nodes" => o.nodes = val()?.parse()?,
             "--links" => o.links = val()?.parse()?,
@@ -85,10 +82,7 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
             "--dir" => o.dir = PathBuf::from(val()?),
             "--python-script" => o.python = Some(PathBuf::from(val()?)),
             "--engines" => {
-                o.engines = val()?
-                    .split(',')
-                    .map(Engine::parse)
-                    .collect::<Res<Vec<_>>>()?;
+                o.engines = val()?.split(',').map(Engine::parse).collect::<Res<Vec<_>>>()?;
             }
             "--skip-python" => o.skip_python = true,
             "--json" => o.json = true,
@@ -261,11 +255,7 @@ fn run_child(args: &[String]) -> Res<(Value, Duration)> {
         .output()?;
     let wall = t.elapsed();
     if !out.status.success() {
-        return Err(format!(
-            "child {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("child {args:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     let text = String::from_utf8(out.stdout)?;
     let line = text.lines().last().ok_or("child printed nothing")?;
@@ -425,17 +415,33 @@ fn run(o: &Opts) -> Res<()> {
                 for run in 0..o.runs {
                     eprintln!("original (python): run {}/{}", run + 1, o.runs);
                     let dir = o.dir.join("python");
-                    let out = Command::new("python3").arg(&script).arg(&nn).arg(&ll).arg(&dir).output()?;
+                    let out = Command::new("python3")
+                        .arg(&script)
+                        .arg(&nn)
+                        .arg(&ll)
+                        .arg(&dir)
+                        .output()?;
                     if !out.status.success() {
-                        return Err(format!("{}: {}", script.display(), String::from_utf8_lossy(&out.stderr)).into());
+                        return Err(format!(
+                            "{}: {}",
+                            script.display(),
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                        .into());
                     }
                     let v: Value = serde_json::from_str(String::from_utf8(out.stdout)?.trim())?;
                     s.push("put_s", v["store_s"].as_f64());
                     s.push("get_ms", v["load_s"].as_f64().map(|x| x * 1e3));
                     s.push("node_lookup_ns", v["lookup_ns"].as_f64());
                     s.push("disk1_mb", v["disk_bytes"].as_f64().map(mb));
-                    s.push("disk50_mb", v["disk_bytes"].as_f64().map(|b| mb(b) * SCOPES as f64));
-                    s.push("peak_rss_mb", v["maxrss_mb"].as_f64().map(|m| m * 1024.0 * 1024.0 / 1e6));
+                    s.push(
+                        "disk50_mb",
+                        v["disk_bytes"].as_f64().map(|b| mb(b) * SCOPES as f64),
+                    );
+                    s.push(
+                        "peak_rss_mb",
+                        v["maxrss_mb"].as_f64().map(|m| m * 1024.0 * 1024.0 / 1e6),
+                    );
                     let _ = std::fs::remove_dir_all(&dir);
                 }
                 results.push(("original (python)".to_string(), s));
@@ -446,7 +452,9 @@ fn run(o: &Opts) -> Res<()> {
                         .into(),
                 );
             }
-            _ => eprintln!("the original is skipped: python3 with bitarray and orjson, or seed_bench.py, was not found"),
+            _ => eprintln!(
+                "the original is skipped: python3 with bitarray and orjson, or seed_bench.py, was not found"
+            ),
         }
     }
 
@@ -488,10 +496,7 @@ fn report(
     memlat_ns: f64,
     extra: serde_json::Map<String, Value>,
 ) -> Res<()> {
-    let base = results
-        .iter()
-        .find(|(n, _)| n == "scopecache")
-        .map(|(_, s)| s);
+    let base = results.iter().find(|(n, _)| n == "scopecache").map(|(_, s)| s);
     if o.json {
         let mut engines = serde_json::Map::new();
         for (name, s) in results {
