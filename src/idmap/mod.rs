@@ -46,7 +46,7 @@ mod lookup;
 mod tests;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::source::{AlignedBuf, RegionSource};
@@ -129,6 +129,10 @@ struct Inner {
     trusted: bool,
     /// Bit `k` set: body block `k` has passed its CRC check.
     verified: Box<[AtomicU64]>,
+    /// How many bits of `verified` are set.
+    verified_blocks: AtomicUsize,
+    /// Every block has passed: reads need no more bookkeeping.
+    all_verified: AtomicBool,
     /// Set once any check fails; never cleared, since the bytes never change.
     corrupt: AtomicBool,
     /// What the first failed check found.
@@ -238,6 +242,8 @@ impl IdMap {
                 digest: header.digest,
                 trusted: true,
                 verified: Box::new([]),
+                verified_blocks: AtomicUsize::new(0),
+                all_verified: AtomicBool::new(true),
                 corrupt: AtomicBool::new(false),
                 reason: OnceLock::new(),
             }),
@@ -313,6 +319,8 @@ impl IdMap {
                 digest: header.digest,
                 trusted: false,
                 verified,
+                verified_blocks: AtomicUsize::new(0),
+                all_verified: AtomicBool::new(false),
                 corrupt: AtomicBool::new(false),
                 reason: OnceLock::new(),
             }),
