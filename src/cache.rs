@@ -572,11 +572,7 @@ impl ScopeCache {
         let r = self.write(true, |txn| {
             compact::remove_stale_temps(&self.path);
             txn.commit()?;
-            let c = compact::compact(txn, self.io.as_ref())?;
-            Ok(CompactReport {
-                bytes_before: c.bytes_before,
-                bytes_after: c.bytes_after,
-            })
+            compact::compact(txn, self.io.as_ref())
         })?;
         r.ok_or_else(|| Error::Config("compaction did not run".into()))
     }
@@ -709,12 +705,7 @@ impl ScopeCache {
             let mut compacted = None;
             if self.compaction_worth_it(&txn) {
                 match compact::compact(&mut txn, self.io.as_ref()) {
-                    Ok(c) => {
-                        compacted = Some(CompactReport {
-                            bytes_before: c.bytes_before,
-                            bytes_after: c.bytes_after,
-                        })
-                    }
+                    Ok(c) => compacted = Some(c),
                     Err(e) => log::warn!(
                         "{}: automatic compaction failed, the commit stands: {e}",
                         self.path.display()

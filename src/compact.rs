@@ -15,6 +15,7 @@ use crate::format::{
 use crate::index::{BitsRecord, IndexData, MapRecord};
 use crate::io::{FileIo, IoFactory};
 use crate::snapshot::{FileHandle, Snapshot};
+use crate::stats::CompactReport;
 use crate::txn::{LockGuard, Txn};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -175,16 +176,10 @@ pub(crate) fn remove_stale_temps(path: &Path) -> usize {
     removed
 }
 
-/// What a compaction did.
-pub(crate) struct Compacted {
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
 /// Rewrites the transaction's index into a new file, renames it over the
 /// old one, and moves the transaction (and its lock) to the new file.
 /// The index must name only committed regions.
-pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<Compacted> {
+pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<CompactReport> {
     let old = Arc::clone(txn.fh());
     let path = old.path.clone();
     let bytes_before = txn.end();
@@ -246,7 +241,7 @@ pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<Compacted
         bytes_before,
         bytes_after
     );
-    Ok(Compacted {
+    Ok(CompactReport {
         bytes_before,
         bytes_after,
     })
