@@ -531,6 +531,11 @@ fn empty_short_and_foreign_files_are_refused() {
             .err()
             .unwrap_or_else(|| panic!("{} bytes opened", bytes.len()));
         assert!(err.is_corruption(), "{} bytes: {err}", bytes.len());
+        // The error says what was found: the file's size.
+        assert!(
+            err.to_string().contains(&format!("has {}", bytes.len())),
+            "{err}"
+        );
         assert!(
             std::fs::read(&path).unwrap() == bytes,
             "a refused file is left as it was"
