@@ -8,7 +8,8 @@
 //! every put that returned Ok is there with identical bytes, nothing partial
 //! is visible, and `verify` finds nothing wrong with the newest generation.
 //!
-//! Environment: `SCOPECACHE_POWER_LOSS_SEEDS=n` tries n random fates per
+//! Environment: `SCOPECACHE_POWER_LOSS_SCRIPTS=n` also crashes n random
+//! scripts (default 2); `SCOPECACHE_POWER_LOSS_SEEDS=n` tries n random fates per
 //! crash point (default 6), besides "all unsynced writes lost" and "all
 //! reached the disk".
 
@@ -89,7 +90,7 @@ type State = BTreeMap<String, u64>;
 /// Runs the script on `disk` until an operation fails. Returns the states
 /// after each completed operation (the first is the empty start) and the
 /// number of operations that completed.
-fn run(path: &Path, disk: &SimDisk) -> (Vec<State>, usize) {
+fn run(path: &Path, disk: &SimDisk, script: &[Op]) -> (Vec<State>, usize) {
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
     ));
@@ -105,7 +106,7 @@ fn run(path: &Path, disk: &SimDisk) -> (Vec<State>, usize) {
     .unwrap();
     let mut held: BTreeMap<&str, u64> = BTreeMap::new();
     let mut states = vec![State::new()];
-    for (i, op) in script().iter().enumerate() {
+    for (i, op) in script.iter().enumerate() {
         clock.advance(Duration::from_secs(10));
         let r = match op {
             Op::Put(k, m) => {
@@ -132,7 +133,7 @@ fn run(path: &Path, disk: &SimDisk) -> (Vec<State>, usize) {
             .collect();
         states.push(present);
     }
-    (states, script().len())
+    (states, script.len())
 }
 
 /// True when `cache` holds exactly `state`, every scope bit for bit.
@@ -176,19 +177,24 @@ struct Figures {
     by_op: BTreeMap<String, u64>,
 }
 
-#[test]
-fn power_loss_at_every_sync_point() {
-    let seeds = std::env::var("SCOPECACHE_POWER_LOSS_SEEDS")
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6u64);
+        .unwrap_or(default)
+}
+
+/// Crashes `script` at each of its sync points in turn and checks every
+/// image a power loss could leave. Returns the figures; panics on failures.
+fn crash_everywhere(script: &[Op]) -> Figures {
+    let seeds = env_u64("SCOPECACHE_POWER_LOSS_SEEDS", 6);
     let dir = tempfile::tempdir().unwrap();
     // The reference run: no crash.
     let reference = SimDisk::new(None);
-    let (states, done) = run(&dir.path().join("reference"), &reference);
-    assert_eq!(done, script().len());
+    let (states, done) = run(&dir.path().join("reference"), &reference, script);
+    assert_eq!(done, script.len());
     let total = reference.syncs();
-    assert!(total >= 20, "only {total} sync points");
+    assert!(total >= 1, "the script never synced");
     let mut fig = Figures::default();
     let mut failures = Vec::new();
     for crash_at in 1..=total {
@@ -197,14 +203,14 @@ fn power_loss_at_every_sync_point() {
         std::fs::create_dir(&case).unwrap();
         let path = case.join("cache");
         let disk = SimDisk::new(Some(crash_at));
-        let (crash_states, k) = run(&path, &disk);
-        assert!(k < script().len(), "crash point {crash_at} was not reached");
+        let (crash_states, k) = run(&path, &disk, script);
+        assert!(k < script.len(), "crash point {crash_at} was not reached");
         assert_eq!(
             crash_states,
             states[..=k],
             "the run before the crash differs from the reference"
         );
-        let kind = format!("{:?}", script()[k]);
+        let kind = format!("{:?}", script[k]);
         let kind = kind.split('(').next().unwrap_or_default().to_string();
         *fig.by_op.entry(kind).or_default() += 1;
         if disk.pending_writes(&path) > 0 {
@@ -218,7 +224,7 @@ fn power_loss_at_every_sync_point() {
             fig.images += 1;
             let what = format!(
                 "crash at sync {crash_at} (during op {k}: {:?}), {fate:?}",
-                script()[k]
+                script[k]
             );
             let Some(img) = disk.image(&path, fate) else {
                 failures.push(format!("{what}: no file at the path"));
@@ -284,6 +290,13 @@ fn power_loss_at_every_sync_point() {
         failures.len(),
         failures.join("\n")
     );
+    fig
+}
+
+#[test]
+fn power_loss_at_every_sync_point() {
+    let fig = crash_everywhere(&script());
+    assert!(fig.crash_points >= 20, "{fig:?}");
     assert!(fig.old_state > 0 && fig.new_state > 0, "{fig:?}");
     // Crashes inside compaction, maintenance (expiry) and plain commits
     // were all exercised.
@@ -292,5 +305,30 @@ fn power_loss_at_every_sync_point() {
             fig.by_op.get(op).is_some_and(|&n| n > 0),
             "no crash during {op}: {fig:?}"
         );
+    }
+}
+
+/// Random scripts (`SCOPECACHE_POWER_LOSS_SCRIPTS=n`, default 2), each
+/// crashed at every sync point.
+#[test]
+fn power_loss_in_random_scripts() {
+    use rand::{Rng, SeedableRng};
+    const KEYS: [&str; 5] = ["k1", "k2", "k3", "k4", "k5"];
+    for seed in 0..env_u64("SCOPECACHE_POWER_LOSS_SCRIPTS", 2) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let script: Vec<Op> = (0..rng.gen_range(6..16))
+            .map(|_| {
+                let k = KEYS[rng.gen_range(0..KEYS.len())];
+                match rng.gen_range(0..10) {
+                    0..=4 => Op::Put(k, rng.gen_range(1..=8)),
+                    5 | 6 => Op::Get(k),
+                    7 => Op::Remove(k),
+                    8 => Op::Compact,
+                    _ => Op::Maintain,
+                }
+            })
+            .collect();
+        let fig = crash_everywhere(&script);
+        assert!(fig.crash_points > 0, "script {seed}: {script:?}");
     }
 }
