@@ -24,7 +24,7 @@ fn open(path: &Path, io: &FaultIo) -> ScopeCache {
 }
 
 fn is_eio(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(5))
+    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(simdisk::EIO))
 }
 
 /// Two scopes sharing their node mapping, and a third.

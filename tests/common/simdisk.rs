@@ -282,12 +282,11 @@ pub struct Faults {
 #[derive(Clone, Debug, Default)]
 pub struct FaultIo(pub Arc<Mutex<Faults>>);
 
-fn eio() -> io::Error {
-    io::Error::from_raw_os_error(libc_eio())
-}
+/// EIO on Linux.
+pub const EIO: i32 = 5;
 
-fn libc_eio() -> i32 {
-    5 // EIO on Linux
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(EIO)
 }
 
 impl FaultIo {
