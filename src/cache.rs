@@ -591,12 +591,25 @@ impl ScopeCache {
             ..VerifyReport::default()
         };
         let slots = snap.map.read_superblocks();
+        let current = (snap.generation() % 2) as usize;
         for (i, s) in slots.iter().enumerate() {
-            if let Err(e) = crate::format::Superblock::decode(s) {
-                report.problems.push(Problem {
-                    key: None,
-                    what: format!("superblock slot {i}: {e:?}"),
-                });
+            match crate::format::Superblock::decode(s) {
+                Ok(_) => {}
+                // A commit interrupted by a crash or a failed write leaves a
+                // torn superblock in the spare slot; it belongs to no
+                // committed generation and the next commit overwrites it.
+                Err(crate::format::SlotError::BadCrc { .. }) if i != current => {
+                    log::debug!(
+                        "{}: spare superblock slot {i} is torn (an interrupted commit)",
+                        self.path.display()
+                    );
+                }
+                Err(e) => {
+                    report.problems.push(Problem {
+                        key: None,
+                        what: format!("superblock slot {i}: {e:?}"),
+                    });
+                }
             }
         }
         let mut map_ok = vec![None; idx.maps.len()];

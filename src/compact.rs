@@ -212,17 +212,25 @@ pub(crate) fn compact(txn: &mut Txn<'_>, io: &dyn IoFactory) -> Result<CompactRe
     }
     // The new inode is ours alone until the rename; lock it first so that
     // no writer can slip in between the rename and our next commit.
-    lock_file.lock().map_err(|e| Error::io(&tmp, "lock", e))?;
-    let new_handle = FileHandle::open(&path, lock_file, Some(io.wrap(reopen(&tmp)?, &path)))?;
-    let new_guard = LockGuard(Arc::new(new_handle));
-    failpoint::hit("compact-before-retire");
-    let mut retired = txn.snap.sb;
-    retired.generation += 1;
-    retired.flags |= FLAG_RETIRED;
-    txn.publish(&retired)?;
-    failpoint::hit("compact-before-rename");
-    io.rename(&tmp, &path)
-        .map_err(|e| Error::io(&path, "rename", e))?;
+    let renamed = (|| -> Result<LockGuard> {
+        lock_file.lock().map_err(|e| Error::io(&tmp, "lock", e))?;
+        let new_handle = FileHandle::open(&path, lock_file, Some(io.wrap(reopen(&tmp)?, &path)))?;
+        let new_guard = LockGuard(Arc::new(new_handle));
+        failpoint::hit("compact-before-retire");
+        let mut retired = txn.snap.sb;
+        retired.generation += 1;
+        retired.flags |= FLAG_RETIRED;
+        txn.publish(&retired)?;
+        failpoint::hit("compact-before-rename");
+        io.rename(&tmp, &path)
+            .map_err(|e| Error::io(&path, "rename", e))?;
+        Ok(new_guard)
+    })();
+    // Until the rename the new file is ours alone: if anything failed before
+    // it, the new file is removed rather than left beside the cache.
+    let new_guard = renamed.inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
     failpoint::hit("compact-after-rename");
     if txn.cfg.fsync {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
