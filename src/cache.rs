@@ -131,7 +131,7 @@ impl ScopeCache {
         let (fh, read_only) = open_handle(&path, config.read_only, io.as_ref())?;
         let snap = match Snapshot::load(Arc::new(fh)) {
             Ok(s) => s,
-            Err(e) if e.is_corruption() && config.quarantine_corrupt && !read_only => {
+            Err(e @ Error::Corrupt { .. }) if config.quarantine_corrupt && !read_only => {
                 let aside = quarantine(&path)?;
                 log::warn!(
                     "{}: {e}; moved aside to {} and starting empty",

@@ -43,8 +43,10 @@ pub struct CacheConfig {
     /// See `auto_compact`; 1 MiB by default.
     pub compact_min_dead_bytes: u64,
     /// When the file is corrupt beyond use at open, move it aside to
-    /// `<path>.corrupt-<unix time>` (never delete it) and start an empty
-    /// cache, instead of returning `Error::Corrupt`.
+    /// `<path>.corrupt-<time>` (never delete it) and start an empty cache,
+    /// instead of returning `Error::Corrupt`. A file that is not a scopecache
+    /// file, or is of another format version, is never moved: it may belong
+    /// to someone else, or to a newer build.
     pub quarantine_corrupt: bool,
     /// fsync each commit. Only a throwaway cache (a test) should turn it off:
     /// without it a power loss can lose or tear committed scopes.

@@ -166,3 +166,22 @@ fn foreign_files_are_refused() {
     assert!(err.is_corruption(), "{err}");
     assert_eq!(std::fs::read(&path).unwrap().len(), 0, "never overwritten");
 }
+
+#[test]
+fn quarantine_leaves_foreign_and_future_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    std::fs::write(&path, vec![7u8; 20_000]).unwrap();
+    let cfg = CacheConfig {
+        quarantine_corrupt: true,
+        ..CacheConfig::default()
+    };
+    let err = ScopeCache::open(&path, cfg).unwrap_err();
+    assert!(matches!(err, Error::NotACacheFile { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 20_000]);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "nothing moved aside"
+    );
+}
