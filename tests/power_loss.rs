@@ -90,7 +90,11 @@ type State = BTreeMap<String, u64>;
 /// Runs the script on `disk` until an operation fails. Returns the states
 /// after each completed operation (the first is the empty start) and the
 /// number of operations that completed.
-fn run(path: &Path, disk: &SimDisk, script: &[Op]) -> (Vec<State>, usize) {
+/// Runs `script` until the disk crashes. Returns the states after each
+/// completed op, the index of the op the crash interrupted (or the script's
+/// length), and whether that op had already committed (returned Ok: the crash
+/// came in the automatic compaction after its commit).
+fn run(path: &Path, disk: &SimDisk, script: &[Op]) -> (Vec<State>, usize, bool) {
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
     ));
@@ -120,7 +124,7 @@ fn run(path: &Path, disk: &SimDisk, script: &[Op]) -> (Vec<State>, usize) {
         };
         if let Err(e) = r {
             assert!(disk.crashed(), "op {i} {op:?} failed without a crash: {e}");
-            return (states, i);
+            return (states, i, false);
         }
         let present: State = cache
             .list()
@@ -132,8 +136,11 @@ fn run(path: &Path, disk: &SimDisk, script: &[Op]) -> (Vec<State>, usize) {
             })
             .collect();
         states.push(present);
+        if disk.crashed() {
+            return (states, i, true);
+        }
     }
-    (states, script.len())
+    (states, script.len(), false)
 }
 
 /// True when `cache` holds exactly `state`, every scope bit for bit.
@@ -191,7 +198,7 @@ fn crash_everywhere(script: &[Op]) -> Figures {
     let dir = tempfile::tempdir().unwrap();
     // The reference run: no crash.
     let reference = SimDisk::new(None);
-    let (states, done) = run(&dir.path().join("reference"), &reference, script);
+    let (states, done, _) = run(&dir.path().join("reference"), &reference, script);
     assert_eq!(done, script.len());
     let total = reference.syncs();
     assert!(total >= 1, "the script never synced");
@@ -203,11 +210,11 @@ fn crash_everywhere(script: &[Op]) -> Figures {
         std::fs::create_dir(&case).unwrap();
         let path = case.join("cache");
         let disk = SimDisk::new(Some(crash_at));
-        let (crash_states, k) = run(&path, &disk, script);
+        let (crash_states, k, committed) = run(&path, &disk, script);
         assert!(k < script.len(), "crash point {crash_at} was not reached");
         assert_eq!(
             crash_states,
-            states[..=k],
+            states[..crash_states.len()],
             "the run before the crash differs from the reference"
         );
         let kind = format!("{:?}", script[k]);
@@ -216,7 +223,9 @@ fn crash_everywhere(script: &[Op]) -> Figures {
         if disk.pending_writes(&path) > 0 {
             fig.with_pending_writes += 1;
         }
-        let (before, after) = (&states[k], states.get(k + 1).unwrap_or(&states[k]));
+        let after = states.get(k + 1).unwrap_or(&states[k]);
+        // An op that returned Ok is durable: only its outcome may be found.
+        let before = if committed { after } else { &states[k] };
         let fates = [Fate::DropAll, Fate::ApplyAll]
             .into_iter()
             .chain((0..seeds).map(|s| Fate::Random(crash_at * 1000 + s)));
