@@ -39,6 +39,15 @@ pub enum Error {
         /// Ids in the mapping.
         ids: u64,
     },
+    /// `IdMap::index_of_batch` was given an output slice of another length
+    /// than its input.
+    #[error("index_of_batch: {ids} ids but room for {out} results")]
+    BatchLength {
+        /// Ids to look up.
+        ids: usize,
+        /// Length of the output slice.
+        out: usize,
+    },
     /// The same id appears twice in one mapping.
     #[error("duplicate id {id:?} at positions {first} and {second}")]
     DuplicateId {

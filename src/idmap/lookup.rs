@@ -430,9 +430,7 @@ impl IdMap {
     /// because the memory misses of up to 16 consecutive ids overlap: ids
     /// are hashed and their slots prefetched ahead of the lookups.
     ///
-    /// Errors: [`Error::LengthMismatch`] (with `what: "index_of_batch"`,
-    /// `bits` the length of `out` and `ids` that of `ids`) if the two
-    /// slices differ in length, in which case `out` is left untouched; and
+    /// Errors: [`Error::BatchLength`] if the two slices differ in length, in which case `out` is left untouched; and
     /// [`Error::Corrupt`] if a check failed, in which case the contents of
     /// `out` are unspecified.
     ///
@@ -447,10 +445,9 @@ impl IdMap {
     /// ```
     pub fn index_of_batch<S: AsRef<str>>(&self, ids: &[S], out: &mut [Option<u32>]) -> Result<()> {
         if ids.len() != out.len() {
-            return Err(Error::LengthMismatch {
-                what: "index_of_batch",
-                bits: out.len() as u64,
-                ids: ids.len() as u64,
+            return Err(Error::BatchLength {
+                ids: ids.len(),
+                out: out.len(),
             });
         }
         let inner = &*self.inner;

@@ -176,7 +176,7 @@ fn batch_length_mismatch() {
     let mut out = [None; 2];
     assert!(matches!(
         map.index_of_batch(&["a"], &mut out),
-        Err(Error::LengthMismatch { .. })
+        Err(Error::BatchLength { ids: 1, .. })
     ));
 }
 
