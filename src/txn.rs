@@ -130,6 +130,26 @@ impl<'c> Txn<'c> {
         if let Some(i) = self.find_map(map.digest(), map.len() as u64, len) {
             return Ok(i);
         }
+        // A mapping this transaction unlinked (the scope it replaces was its
+        // last user) is still in the committed file, intact and never to be
+        // overwritten: link it again rather than write it anew.
+        let fh = Arc::clone(self.fh());
+        let committed = self.snap.index().maps.iter().find(|m| {
+            !fh.is_bad(m.offset.to_native())
+                && crate::snapshot::digest_of(m) == map.digest()
+                && m.count.to_native() == map.len() as u64
+                && m.len.to_native() == len
+        });
+        if let Some(m) = committed {
+            self.index.maps.push(MapRecord {
+                offset: m.offset.to_native(),
+                len,
+                count: m.count.to_native(),
+                digest_lo: m.digest_lo.to_native(),
+                digest_hi: m.digest_hi.to_native(),
+            });
+            return Ok((self.index.maps.len() - 1) as u32);
+        }
         let offset = self.append(map.region_bytes())?;
         let d = map.digest();
         self.index.maps.push(MapRecord {

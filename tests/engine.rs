@@ -434,3 +434,29 @@ fn one_handle_serves_many_threads() {
     }
     assert!(cache.verify().unwrap().is_clean());
 }
+
+#[test]
+fn replacing_the_last_user_of_a_mapping_does_not_write_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CacheConfig {
+        auto_compact: false,
+        ..CacheConfig::default()
+    };
+    let cache = ScopeCache::open(dir.path().join("c"), cfg).unwrap();
+    let m = Model::random(1, 50_000, 100_000);
+    let (n, l) = m.maps();
+    m.put_with(&cache, "only", &n, &l).unwrap();
+    let before = cache.stats().unwrap().file_bytes;
+    let mut m2 = m.clone();
+    m2.nodes.fill(false);
+    m2.put_with(&cache, "only", &n, &l).unwrap();
+    let growth = cache.stats().unwrap().file_bytes - before;
+    let bitsets = (50_000 + 100_000) / 8;
+    assert!(
+        growth < bitsets + 8192,
+        "replace grew the file by {growth}, bitsets are {bitsets}"
+    );
+    m2.check(&cache, "only");
+    assert_eq!(cache.stats().unwrap().stored_mappings, 2);
+    assert!(cache.verify().unwrap().is_clean());
+}
