@@ -32,7 +32,7 @@
 //!
 //! # Integrity
 //!
-//! [`IdMap::open`] checks only the header and the table, so opening is
+//! Opening a stored mapping checks only the header and the table, so opening is
 //! cheap. Body blocks are checked against their CRC the first time any byte
 //! in them is read, at most once per process. A failed check marks the map
 //! corrupt for good: the plain accessors then answer `None`, the `try_`
