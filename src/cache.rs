@@ -365,22 +365,21 @@ impl ScopeCache {
         let own = aligned(nodes.len()) + aligned(links.len());
         let entry_index_bytes = 160 + key.len() as u64 + attributes.len() as u64;
         let maps = [data.node_ids, data.link_ids];
-        // Bytes the new entry adds to an index holding `idx`.
-        let incoming = |idx: &IndexData| -> u64 {
+        // Bytes the new entry adds to an index holding `idx`: to the
+        // compacted size (`stored` all false), or to the file's growth
+        // (`stored[i]`: mapping i is in the committed file already).
+        let incoming = |idx: &IndexData, stored: [bool; 2]| -> u64 {
             let mut seen = HashSet::new();
             let new_maps: u64 = maps
                 .iter()
-                .filter(|m| seen.insert(m.digest()))
-                .filter(|m| {
-                    !idx.maps
-                        .iter()
-                        .any(|r| r.digest() == m.digest() && r.len == m.region_len())
-                })
-                .map(|m| aligned(m.region_len()) + 48)
+                .zip(stored)
+                .filter(|(m, stored)| !stored && seen.insert(m.digest()))
+                .filter(|(m, _)| !idx.maps.iter().any(|r| r.holds(m)))
+                .map(|(m, _)| aligned(m.region_len()) + 48)
                 .sum();
             own + new_maps + entry_index_bytes
         };
-        let alone = footprint(&IndexData::default()) + incoming(&IndexData::default());
+        let alone = footprint(&IndexData::default()) + incoming(&IndexData::default(), [false; 2]);
         if alone > self.config.max_size_bytes {
             return Err(Error::TooLarge {
                 key: key.to_owned(),
@@ -393,12 +392,13 @@ impl ScopeCache {
             self.expire(txn);
             txn.remove(key);
             let cfg = txn.cfg;
-            for victim in eviction::lru_victims(&txn.index, 1, incoming, cfg.max_entries, cfg.max_size_bytes)
+            let compacted = |idx: &IndexData| incoming(idx, [false; 2]);
+            for victim in eviction::lru_victims(&txn.index, 1, compacted, cfg.max_entries, cfg.max_size_bytes)
             {
                 txn.remove(&victim);
                 txn.counts.push((Counter::Evictions, 1));
             }
-            let grow = incoming(&txn.index) + 4096;
+            let grow = incoming(&txn.index, maps.map(|m| txn.committed_map(m).is_some())) + 4096;
             if txn.end().saturating_add(grow) > cfg.max_size_bytes && txn.dead_bytes() > 0 {
                 compact::compact(txn, self.io.as_ref())?;
             }
@@ -617,7 +617,7 @@ impl ScopeCache {
             report.entries += 1;
             let key = Some(e.key.as_str().to_owned());
             for b in [&e.nodes, &e.links] {
-                let rec = crate::snapshot::native_bits(b);
+                let rec = b.to_record();
                 let bytes = snap
                     .map
                     .region(rec.offset, BitsRecord::byte_len(rec.bits))

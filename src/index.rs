@@ -34,8 +34,42 @@ pub(crate) struct MapRecord {
 }
 
 impl MapRecord {
+    /// The record of `map` stored at `offset`.
+    pub(crate) fn of(map: &crate::IdMap, offset: u64) -> MapRecord {
+        let d = map.digest();
+        MapRecord {
+            offset,
+            len: map.region_len(),
+            count: map.len() as u64,
+            digest_lo: d as u64,
+            digest_hi: (d >> 64) as u64,
+        }
+    }
+
+    /// True when the region recorded here holds the same mapping as `map`:
+    /// the one test of identity that sharing relies on.
+    pub(crate) fn holds(&self, map: &crate::IdMap) -> bool {
+        self.digest() == map.digest() && self.count == map.len() as u64 && self.len == map.region_len()
+    }
+
     pub(crate) fn digest(&self) -> u128 {
         (u128::from(self.digest_hi) << 64) | u128::from(self.digest_lo)
+    }
+}
+
+impl ArchivedMapRecord {
+    pub(crate) fn digest(&self) -> u128 {
+        (u128::from(self.digest_hi.to_native()) << 64) | u128::from(self.digest_lo.to_native())
+    }
+}
+
+impl ArchivedBitsRecord {
+    pub(crate) fn to_record(&self) -> BitsRecord {
+        BitsRecord {
+            offset: self.offset.to_native(),
+            bits: self.bits.to_native(),
+            crc: self.crc.to_native(),
+        }
     }
 }
 

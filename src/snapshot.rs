@@ -286,8 +286,8 @@ impl Snapshot {
         }
         let e = &self.index().entries[pos];
         let maps = &self.index().maps;
-        let nodes = native_bits(&e.nodes);
-        let links = native_bits(&e.links);
+        let nodes = e.nodes.to_record();
+        let links = e.links.to_record();
         if check_bits {
             self.file.check_bits(&self.map, &nodes)?;
             self.file.check_bits(&self.map, &links)?;
@@ -299,7 +299,7 @@ impl Snapshot {
             let idmap = self
                 .file
                 .idmap(&self.map, m.offset.to_native(), m.len.to_native())?;
-            if idmap.len() as u64 != m.count.to_native() || idmap.digest() != digest_of(m) {
+            if idmap.len() as u64 != m.count.to_native() || idmap.digest() != m.digest() {
                 self.file.mark_bad(m.offset.to_native());
                 return Err(Error::corrupt(
                     &self.file.path,
@@ -345,16 +345,4 @@ impl Snapshot {
         let n = usize::try_from(rec.bits).unwrap_or(usize::MAX).min(all.len());
         &all[..n]
     }
-}
-
-pub(crate) fn native_bits(b: &crate::index::ArchivedBitsRecord) -> BitsRecord {
-    BitsRecord {
-        offset: b.offset.to_native(),
-        bits: b.bits.to_native(),
-        crc: b.crc.to_native(),
-    }
-}
-
-pub(crate) fn digest_of(m: &crate::index::ArchivedMapRecord) -> u128 {
-    (u128::from(m.digest_hi.to_native()) << 64) | u128::from(m.digest_lo.to_native())
 }

@@ -33,6 +33,9 @@ pub(crate) struct Txn<'c> {
     /// The index being built; starts as the committed one, with every
     /// entry's `accessed_us` raised to its shared stamp.
     pub index: IndexData,
+    /// The mappings of the committed generation this transaction started
+    /// from (or of the file a compaction in it wrote).
+    committed_maps: Vec<MapRecord>,
     /// Where the next region goes.
     end: u64,
     /// The unaligned end of the last append.
@@ -57,6 +60,7 @@ impl<'c> Txn<'c> {
         let end = align_up(snap.sb.committed_len).unwrap_or(u64::MAX);
         let now_us = cfg.clock.now().timestamp_micros();
         Ok(Txn {
+            committed_maps: index.maps.clone(),
             dirty: snap.sb.is_retired(),
             guard,
             snap,
@@ -115,50 +119,27 @@ impl<'c> Txn<'c> {
         self.end
     }
 
-    /// The index position of a stored mapping with this content, if any.
-    pub(crate) fn find_map(&self, digest: u128, count: u64, len: u64) -> Option<u32> {
-        self.index
-            .maps
+    /// A mapping identical to `map` that the committed file holds, intact,
+    /// whether or not the new index still names it: a region once committed
+    /// is never overwritten, so it can be linked again instead of written
+    /// anew (replacing the last scope that used a mapping must not rewrite it).
+    pub(crate) fn committed_map(&self, map: &crate::IdMap) -> Option<MapRecord> {
+        self.committed_maps
             .iter()
-            .position(|m| m.digest() == digest && m.count == count && m.len == len)
-            .map(|p| p as u32)
+            .find(|m| m.holds(map) && !self.fh().is_bad(m.offset))
+            .copied()
     }
 
     /// Stores `map` unless an identical mapping is stored; returns its index.
     pub(crate) fn store_map(&mut self, map: &crate::IdMap) -> Result<u32> {
-        let len = map.region_len();
-        if let Some(i) = self.find_map(map.digest(), map.len() as u64, len) {
-            return Ok(i);
+        if let Some(i) = self.index.maps.iter().position(|m| m.holds(map)) {
+            return Ok(i as u32);
         }
-        // A mapping this transaction unlinked (the scope it replaces was its
-        // last user) is still in the committed file, intact and never to be
-        // overwritten: link it again rather than write it anew.
-        let fh = Arc::clone(self.fh());
-        let committed = self.snap.index().maps.iter().find(|m| {
-            !fh.is_bad(m.offset.to_native())
-                && crate::snapshot::digest_of(m) == map.digest()
-                && m.count.to_native() == map.len() as u64
-                && m.len.to_native() == len
-        });
-        if let Some(m) = committed {
-            self.index.maps.push(MapRecord {
-                offset: m.offset.to_native(),
-                len,
-                count: m.count.to_native(),
-                digest_lo: m.digest_lo.to_native(),
-                digest_hi: m.digest_hi.to_native(),
-            });
-            return Ok((self.index.maps.len() - 1) as u32);
-        }
-        let offset = self.append(map.region_bytes())?;
-        let d = map.digest();
-        self.index.maps.push(MapRecord {
-            offset,
-            len,
-            count: map.len() as u64,
-            digest_lo: d as u64,
-            digest_hi: (d >> 64) as u64,
-        });
+        let rec = match self.committed_map(map) {
+            Some(rec) => rec,
+            None => MapRecord::of(map, self.append(map.region_bytes())?),
+        };
+        self.index.maps.push(rec);
         Ok((self.index.maps.len() - 1) as u32)
     }
 
