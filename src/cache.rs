@@ -1,29 +1,27 @@
 //! `ScopeCache`: the public face of the engine. Readers take no lock and see
-//! the newest committed generation; writers serialise on an exclusive lock of
-//! the file (see txn.rs) and publish through the superblocks.
+//! the newest committed generation (current.rs); writers serialise on an
+//! exclusive lock of the file and publish through the superblocks
+//! (commit.rs).
 
-use crate::compact::{self, create_if_missing};
+use crate::bitset;
+use crate::commit::WriteMode;
 use crate::config::CacheConfig;
 use crate::error::{Error, Result};
-use crate::eviction::{self, aligned, footprint};
-use crate::format::{Counter, COUNTERS_OFFSET};
+use crate::eviction::{self, aligned, Incoming};
+use crate::format::Counter;
 use crate::idmap::IdMap;
-use crate::index::{BitsRecord, EntryRecord, IndexData};
+use crate::index::{self, EntryRecord, IndexData};
 use crate::io::{IoFactory, RealIo};
 use crate::key;
 use crate::scope::{EntryInfo, Scope};
-use crate::snapshot::{FileHandle, Snapshot};
-use crate::stats::{CacheStats, CompactReport, MaintainReport, Problem, VerifyReport};
-use crate::txn::{LockGuard, Txn};
+use crate::snapshot::Snapshot;
+use crate::stats::{CompactReport, MaintainReport};
 use bitvec::prelude::{BitSlice, Lsb0};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
-use std::fs::{File, OpenOptions, TryLockError};
-use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 /// The parts of a scope to put, borrowed from the caller.
 ///
@@ -72,24 +70,28 @@ pub struct ScopeData<'a> {
 /// # Ok(()) }
 /// ```
 pub struct ScopeCache {
-    path: PathBuf,
-    config: CacheConfig,
-    io: Arc<dyn IoFactory>,
-    read_only: bool,
-    current: RwLock<Arc<Snapshot>>,
+    pub(crate) path: PathBuf,
+    pub(crate) config: CacheConfig,
+    pub(crate) io: Arc<dyn IoFactory>,
+    pub(crate) read_only: bool,
+    /// The snapshot reads use; see current.rs for when it changes.
+    pub(crate) current: RwLock<Arc<Snapshot>>,
     /// Serialises this handle's writers, and remembers a failed fsync.
-    writer: Mutex<WriterState>,
-    /// When a retired file last made this handle look at the path (micros).
-    last_move_check: AtomicI64,
+    pub(crate) writer: Mutex<WriterState>,
+    /// The handle's monotonic time base.
+    pub(crate) started: Instant,
+    /// When (nanoseconds after `started`) a retired file last made this
+    /// handle look at the path.
+    pub(crate) last_move_check: AtomicI64,
 }
 
-struct WriterState {
-    poisoned: bool,
+pub(crate) struct WriterState {
+    pub poisoned: bool,
 }
 
 impl std::fmt::Debug for ScopeCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cur = read_lock(&self.current);
+        let cur = crate::current::read_lock(&self.current);
         f.debug_struct("ScopeCache")
             .field("path", &self.path)
             .field("read_only", &self.read_only)
@@ -99,21 +101,13 @@ impl std::fmt::Debug for ScopeCache {
     }
 }
 
-fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
 impl ScopeCache {
     /// Opens the cache file at `path`, creating it if missing (unless
     /// `config.read_only`). A file that cannot be opened for writing is
     /// opened read-only.
     ///
-    /// Cost: a few system calls, one CRC pass and one validation of the
-    /// index (proportional to the number of entries, not their size).
+    /// Cost: a few system calls, one copy, one CRC pass and one validation
+    /// of the index (proportional to the number of entries, not their size).
     ///
     /// Errors: `Error::Corrupt` when both superblocks or the index fail
     /// their checks (unless `config.quarantine_corrupt`), `NotACacheFile`,
@@ -122,27 +116,7 @@ impl ScopeCache {
         config.check()?;
         let path = path.as_ref().to_path_buf();
         let io: Arc<dyn IoFactory> = config.io.clone().unwrap_or_else(|| Arc::new(RealIo));
-        if !config.read_only {
-            match create_if_missing(&path, &config, io.as_ref()) {
-                Err(Error::Io { source, .. }) if is_denied(&source) && path.exists() => {}
-                other => other?,
-            }
-        }
-        let (fh, read_only) = open_handle(&path, config.read_only, io.as_ref())?;
-        let snap = match Snapshot::load(Arc::new(fh)) {
-            Ok(s) => s,
-            Err(e @ Error::Corrupt { .. }) if config.quarantine_corrupt && !read_only => {
-                let aside = quarantine(&path)?;
-                log::warn!(
-                    "{}: {e}; moved aside to {} and starting empty",
-                    path.display(),
-                    aside.display()
-                );
-                create_if_missing(&path, &config, io.as_ref())?;
-                Snapshot::load(Arc::new(open_handle(&path, false, io.as_ref())?.0))?
-            }
-            Err(e) => return Err(e),
-        };
+        let (snap, read_only) = crate::open::open_cache(&path, &config, io.as_ref())?;
         Ok(ScopeCache {
             path,
             config,
@@ -150,7 +124,8 @@ impl ScopeCache {
             read_only,
             current: RwLock::new(Arc::new(snap)),
             writer: Mutex::new(WriterState { poisoned: false }),
-            last_move_check: AtomicI64::new(0),
+            started: Instant::now(),
+            last_move_check: AtomicI64::new(i64::MIN),
         })
     }
 
@@ -167,64 +142,6 @@ impl ScopeCache {
     /// True when writes are refused with `Error::ReadOnly`.
     pub fn is_read_only(&self) -> bool {
         self.read_only
-    }
-
-    /// The newest committed snapshot, moving to a new file if compaction
-    /// replaced ours. Fast path: two atomic loads.
-    fn snapshot(&self) -> Result<Arc<Snapshot>> {
-        let cur = Arc::clone(&read_lock(&self.current));
-        let [g0, g1] = cur.map.slot_generations();
-        if g0.max(g1) == cur.generation() && !cur.sb.is_retired() {
-            return Ok(cur);
-        }
-        self.refresh(cur)
-    }
-
-    fn refresh(&self, cur: Arc<Snapshot>) -> Result<Arc<Snapshot>> {
-        let sb = cur.file.mapping().superblock()?;
-        if sb.is_retired() || cur.sb.is_retired() {
-            if let Some(moved) = self.follow_path(&cur)? {
-                return Ok(moved);
-            }
-        }
-        if sb.generation == cur.generation() {
-            return Ok(cur);
-        }
-        let snap = Arc::new(Snapshot::load(Arc::clone(&cur.file))?);
-        Ok(self.install(snap))
-    }
-
-    /// After compaction retired our file: if the path names another file
-    /// now, load it. Looks at most once a millisecond, since a compaction
-    /// that crashed before its rename leaves the path on the retired file.
-    fn follow_path(&self, cur: &Arc<Snapshot>) -> Result<Option<Arc<Snapshot>>> {
-        let now = chrono::Utc::now().timestamp_micros();
-        let last = self.last_move_check.load(Ordering::Relaxed);
-        if now.saturating_sub(last) < 1000 {
-            return Ok(None);
-        }
-        self.last_move_check.store(now, Ordering::Relaxed);
-        let meta = match std::fs::metadata(&self.path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(&self.path, "stat", e)),
-        };
-        if meta.ino() == cur.file.ino && meta.dev() == cur.file.dev {
-            return Ok(None);
-        }
-        let (fh, _) = open_handle(&self.path, self.read_only, self.io.as_ref())?;
-        let snap = Arc::new(Snapshot::load(Arc::new(fh))?);
-        Ok(Some(self.install(snap)))
-    }
-
-    /// Makes `snap` current unless a newer one of the same file already is.
-    fn install(&self, snap: Arc<Snapshot>) -> Arc<Snapshot> {
-        let mut cur = write_lock(&self.current);
-        let same_file = Arc::ptr_eq(&cur.file, &snap.file);
-        if !same_file || snap.generation() > cur.generation() {
-            *cur = Arc::clone(&snap);
-        }
-        Arc::clone(&cur)
     }
 
     /// Gets the scope stored under `key`, or None if it is absent, expired,
@@ -271,23 +188,21 @@ impl ScopeCache {
     }
 
     fn is_expired(&self, last_access_us: i64, now_us: i64) -> bool {
-        self.ttl_us()
-            .is_some_and(|ttl| now_us.saturating_sub(last_access_us) > ttl)
-    }
-
-    fn ttl_us(&self) -> Option<i64> {
-        self.config
-            .ttl
-            .map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+        eviction::is_expired(last_access_us, now_us, eviction::ttl_us(&self.config))
     }
 
     /// Drops entries found corrupt, if the write lock is free right now; a
-    /// reader never waits for it. Otherwise the next write drops them.
+    /// reader never waits for it, and never compacts: the drop is one small
+    /// commit. Otherwise the next write drops them.
     fn heal(&self) {
         if self.read_only {
             return;
         }
-        if let Err(e) = self.write(false, |txn| {
+        let mode = WriteMode {
+            blocking: false,
+            compact_after: false,
+        };
+        if let Err(e) = self.write(mode, |txn| {
             txn.drop_known_bad();
             Ok(())
         }) {
@@ -360,26 +275,14 @@ impl ScopeCache {
             }
         }
         let attributes = serde_json::to_string(data.attributes)?;
-        let nodes = BitsetBytes::new(data.nodes);
-        let links = BitsetBytes::new(data.links);
-        let own = aligned(nodes.len()) + aligned(links.len());
-        let entry_index_bytes = 160 + key.len() as u64 + attributes.len() as u64;
-        let maps = [data.node_ids, data.link_ids];
-        // Bytes the new entry adds to an index holding `idx`: to the
-        // compacted size (`stored` all false), or to the file's growth
-        // (`stored[i]`: mapping i is in the committed file already).
-        let incoming = |idx: &IndexData, stored: [bool; 2]| -> u64 {
-            let mut seen = HashSet::new();
-            let new_maps: u64 = maps
-                .iter()
-                .zip(stored)
-                .filter(|(m, stored)| !stored && seen.insert(m.digest()))
-                .filter(|(m, _)| !idx.maps.iter().any(|r| r.holds(m)))
-                .map(|(m, _)| aligned(m.region_len()) + 48)
-                .sum();
-            own + new_maps + entry_index_bytes
+        let nodes = bitset::Encoded::new(data.nodes);
+        let links = bitset::Encoded::new(data.links);
+        let incoming = Incoming {
+            own: aligned(nodes.len()) + aligned(links.len()),
+            entry_index: index::entry_bytes(key.len(), attributes.len()),
+            maps: [data.node_ids, data.link_ids],
         };
-        let alone = footprint(&IndexData::default()) + incoming(&IndexData::default(), [false; 2]);
+        let alone = incoming.alone();
         if alone > self.config.max_size_bytes {
             return Err(Error::TooLarge {
                 key: key.to_owned(),
@@ -387,25 +290,15 @@ impl ScopeCache {
                 max: self.config.max_size_bytes,
             });
         }
-        self.write(true, |txn| {
+        self.write(WriteMode::WRITE, |txn| {
             txn.drop_known_bad();
-            self.expire(txn);
+            txn.expire();
             txn.remove(key);
-            let cfg = txn.cfg;
-            let compacted = |idx: &IndexData| incoming(idx, [false; 2]);
-            for victim in eviction::lru_victims(&txn.index, 1, compacted, cfg.max_entries, cfg.max_size_bytes)
-            {
-                txn.remove(&victim);
-                txn.counts.push((Counter::Evictions, 1));
-            }
-            let grow = incoming(&txn.index, maps.map(|m| txn.committed_map(m).is_some())) + 4096;
-            if txn.end().saturating_add(grow) > cfg.max_size_bytes && txn.dead_bytes() > 0 {
-                compact::compact(txn, self.io.as_ref())?;
-            }
+            txn.make_room(&incoming, self.io.as_ref())?;
             let node_map = txn.store_map(data.node_ids)?;
             let link_map = txn.store_map(data.link_ids)?;
-            let nodes = nodes.append(txn)?;
-            let links = links.append(txn)?;
+            let nodes = nodes.record(txn.append(&nodes.parts())?);
+            let links = links.record(txn.append(&links.parts())?);
             let (created_us, accessed_us) = times.unwrap_or((txn.now_us, txn.now_us));
             txn.insert(EntryRecord {
                 key: key.to_owned(),
@@ -424,39 +317,30 @@ impl ScopeCache {
         Ok(())
     }
 
-    fn expire(&self, txn: &mut Txn<'_>) -> u64 {
-        let keys = eviction::expired(&txn.index, txn.now_us, self.ttl_us());
-        for k in &keys {
-            txn.remove(k);
-            txn.counts.push((Counter::Expiries, 1));
-        }
-        keys.len() as u64
-    }
-
     /// Removes the scope under `key`; returns whether there was one.
     /// Its space is reclaimed by the next compaction. Durable when it returns.
     pub fn remove(&self, key: &str) -> Result<bool> {
         key::validate(key)?;
-        let removed = self.write(true, |txn| {
+        let removed = self.write(WriteMode::WRITE, |txn| {
             let r = txn.remove(key);
             if r {
                 txn.counts.push((Counter::Removes, 1));
             }
             Ok(r)
         })?;
-        Ok(removed.unwrap_or(false))
+        Ok(removed.is_some_and(|(r, _)| r))
     }
 
     /// Removes every scope; returns how many there were.
     pub fn clear(&self) -> Result<u64> {
-        let n = self.write(true, |txn| {
+        let n = self.write(WriteMode::WRITE, |txn| {
             let n = txn.index.entries.len() as u64;
             txn.dirty |= n > 0;
             txn.index = IndexData::default();
             txn.counts.push((Counter::Removes, n));
             Ok(n)
         })?;
-        Ok(n.unwrap_or(0))
+        Ok(n.map_or(0, |(n, _)| n))
     }
 
     /// Every entry, most recently accessed first. Checks no data.
@@ -485,76 +369,17 @@ impl ScopeCache {
             .find(key)
             .map(|pos| EntryInfo::from_entry(&snap, &snap.index().entries[pos], None)))
     }
-
-    /// Statistics of the cache and of its use by all processes.
-    pub fn stats(&self) -> Result<CacheStats> {
-        let snap = self.snapshot()?;
-        let index: IndexData = rkyv::deserialize::<IndexData, rkyv::rancor::Error>(snap.index())
-            .map_err(|e| Error::corrupt(&self.path, format!("index: {e}")))?;
-        let n = index.entries.len() as u64;
-        let total_nodes: u64 = index.entries.iter().map(|e| e.nodes.bits).sum();
-        let total_links: u64 = index.entries.iter().map(|e| e.links.bits).sum();
-        let total_size_bytes: u64 = index
-            .entries
-            .iter()
-            .map(|e| {
-                BitsRecord::byte_len(e.nodes.bits)
-                    + BitsRecord::byte_len(e.links.bits)
-                    + e.attributes.len() as u64
-            })
-            .sum::<u64>()
-            + index.maps.iter().map(|m| m.len).sum::<u64>();
-        let live_bytes = footprint(&index).min(snap.sb.committed_len);
-        let file_bytes = snap.sb.committed_len;
-        let c = |c: Counter| snap.map.load(COUNTERS_OFFSET + 8 * c as u64);
-        let created = index
-            .entries
-            .iter()
-            .map(|e| crate::clock::from_micros(e.created_us));
-        Ok(CacheStats {
-            total_entries: n,
-            total_size_bytes,
-            total_size_mb: total_size_bytes as f64 / (1 << 20) as f64,
-            total_size_gb: total_size_bytes as f64 / (1 << 30) as f64,
-            total_nodes,
-            total_links,
-            cache_utilization: file_bytes as f64 / self.config.max_size_bytes as f64,
-            oldest_entry: created.clone().min(),
-            newest_entry: created.max(),
-            average_nodes_per_entry: total_nodes.checked_div(n).unwrap_or(0),
-            average_links_per_entry: total_links.checked_div(n).unwrap_or(0),
-            file_bytes,
-            live_bytes,
-            dead_bytes: file_bytes - live_bytes,
-            stored_mappings: index.maps.len() as u64,
-            generation: snap.generation(),
-            hits: c(Counter::Hits),
-            misses: c(Counter::Misses),
-            evictions: c(Counter::Evictions),
-            expiries: c(Counter::Expiries),
-            corrupt_dropped: c(Counter::CorruptDropped),
-            puts: c(Counter::Puts),
-            removes: c(Counter::Removes),
-            compactions: c(Counter::Compactions),
-        })
-    }
-
     /// Removes expired entries, evicts down to the limits, drops entries
     /// found corrupt, and compacts when dead space makes it worth it.
     pub fn maintain(&self) -> Result<MaintainReport> {
-        let report = self.write_reporting(true, |txn| {
-            compact::remove_stale_temps(&self.path);
+        let report = self.write(WriteMode::WRITE, |txn| {
+            crate::open::remove_stale_temps(&self.path);
             let mut r = MaintainReport::default();
             let before = txn.counts.len();
             txn.drop_known_bad();
             r.corrupt_dropped = (txn.counts.len() - before) as u64;
-            r.expired = self.expire(txn);
-            let cfg = txn.cfg;
-            for victim in eviction::lru_victims(&txn.index, 0, |_| 0, cfg.max_entries, cfg.max_size_bytes) {
-                txn.remove(&victim);
-                txn.counts.push((Counter::Evictions, 1));
-                r.evicted += 1;
-            }
+            r.expired = txn.expire();
+            r.evicted = txn.evict(0, |_| 0, txn.cfg.max_size_bytes);
             Ok(r)
         })?;
         Ok(report
@@ -569,308 +394,21 @@ impl ScopeCache {
     /// Cost: one pass over every live byte (each region's checks included),
     /// written once and fsynced.
     pub fn compact(&self) -> Result<CompactReport> {
-        let r = self.write(true, |txn| {
-            compact::remove_stale_temps(&self.path);
-            txn.commit()?;
-            compact::compact(txn, self.io.as_ref())
-        })?;
-        r.ok_or_else(|| Error::Config("compaction did not run".into()))
-    }
-
-    /// Checks every byte the newest generation holds: superblocks, index,
-    /// every bitset's CRC, every mapping's blocks and structure. Changes
-    /// nothing, and reports every problem rather than stopping at the first.
-    ///
-    /// Cost: one pass over the live data.
-    pub fn verify(&self) -> Result<VerifyReport> {
-        let snap = self.snapshot()?;
-        let fh = &snap.file;
-        let idx = snap.index();
-        let mut report = VerifyReport {
-            generation: snap.generation(),
-            ..VerifyReport::default()
+        let mode = WriteMode {
+            blocking: true,
+            compact_after: false,
         };
-        let slots = snap.map.read_superblocks();
-        let current = (snap.generation() % 2) as usize;
-        for (i, s) in slots.iter().enumerate() {
-            match crate::format::Superblock::decode(s) {
-                Ok(_) => {}
-                // A commit interrupted by a crash or a failed write leaves a
-                // torn superblock in the spare slot; it belongs to no
-                // committed generation and the next commit overwrites it.
-                Err(crate::format::SlotError::BadCrc { .. }) if i != current => {
-                    log::debug!(
-                        "{}: spare superblock slot {i} is torn (an interrupted commit)",
-                        self.path.display()
-                    );
-                }
-                Err(e) => {
-                    report.problems.push(Problem {
-                        key: None,
-                        what: format!("superblock slot {i}: {e:?}"),
-                    });
-                }
-            }
-        }
-        let mut map_ok = vec![None; idx.maps.len()];
-        for e in idx.entries.iter() {
-            report.entries += 1;
-            let key = Some(e.key.as_str().to_owned());
-            for b in [&e.nodes, &e.links] {
-                let rec = b.to_record();
-                let bytes = snap
-                    .map
-                    .region(rec.offset, BitsRecord::byte_len(rec.bits))
-                    .unwrap_or(&[]);
-                report.bytes_checked += bytes.len() as u64;
-                let crc = crc32fast::hash(bytes);
-                if crc != rec.crc {
-                    report.problems.push(Problem {
-                        key: key.clone(),
-                        what: format!(
-                            "bitset at {}: CRC expected {:#010x}, found {crc:#010x}",
-                            rec.offset, rec.crc
-                        ),
-                    });
-                }
-            }
-            for m in [e.node_map.to_native(), e.link_map.to_native()] {
-                let i = m as usize;
-                if map_ok[i].is_none() {
-                    let rec = &idx.maps[i];
-                    let res = fh
-                        .idmap(&snap.map, rec.offset.to_native(), rec.len.to_native())
-                        .and_then(|m| m.verify());
-                    report.mappings += 1;
-                    report.bytes_checked += rec.len.to_native();
-                    map_ok[i] = Some(res.map_err(|e| e.to_string()));
-                }
-                if let Some(Err(what)) = &map_ok[i] {
-                    report.problems.push(Problem {
-                        key: key.clone(),
-                        what: format!("id mapping {m}: {what}"),
-                    });
-                }
-            }
-            if serde_json::from_str::<Map<String, Value>>(e.attributes.as_str()).is_err() {
-                report.problems.push(Problem {
-                    key,
-                    what: "attributes are not a JSON object".into(),
-                });
-            }
-        }
-        Ok(report)
+        let r = self.write(mode, |txn| {
+            crate::open::remove_stale_temps(&self.path);
+            txn.commit()?;
+            crate::compact::compact(txn, self.io.as_ref())
+        })?;
+        r.map(|(r, _)| r)
+            .ok_or_else(|| Error::Config("compaction did not run".into()))
     }
 
     /// The committed generation this handle reads.
     pub fn generation(&self) -> Result<u64> {
         Ok(self.snapshot()?.generation())
     }
-
-    /// Runs `f` in a write transaction on the newest generation, under the
-    /// file's exclusive lock, then commits, then compacts if worth it.
-    /// With `blocking == false`, returns Ok(None) at once if the lock is held.
-    fn write<T>(&self, blocking: bool, f: impl FnOnce(&mut Txn<'_>) -> Result<T>) -> Result<Option<T>> {
-        Ok(self.write_reporting(blocking, f)?.map(|(v, _)| v))
-    }
-
-    /// `write`, also saying whether the transaction ended in a compaction.
-    fn write_reporting<T>(
-        &self,
-        blocking: bool,
-        f: impl FnOnce(&mut Txn<'_>) -> Result<T>,
-    ) -> Result<Option<(T, Option<CompactReport>)>> {
-        if self.read_only {
-            return Err(Error::ReadOnly {
-                path: self.path.clone(),
-            });
-        }
-        let mut state = if blocking {
-            self.writer.lock().unwrap_or_else(|p| p.into_inner())
-        } else {
-            match self.writer.try_lock() {
-                Ok(s) => s,
-                Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            }
-        };
-        if state.poisoned {
-            return Err(Error::Poisoned {
-                path: self.path.clone(),
-            });
-        }
-        let Some(guard) = self.lock_current(blocking)? else {
-            return Ok(None);
-        };
-        let snap = self.install(Arc::new(Snapshot::load(Arc::clone(&guard.0))?));
-        if snap.sb.is_retired() {
-            // A compaction died between retiring this file and renaming its
-            // successor over it: this commit clears the flag (Txn::begin
-            // marks the transaction dirty), and its leftovers go.
-            compact::remove_stale_temps(&self.path);
-        }
-        let mut txn = Txn::begin(guard, snap, &self.config)?;
-        let out = f(&mut txn).and_then(|v| {
-            txn.commit()?;
-            // The operation is durable now: a failure of the compaction that
-            // follows (a full disk, say) must not make the caller believe it
-            // failed. The file is left as committed; a later write retries.
-            let mut compacted = None;
-            if self.compaction_worth_it(&txn) {
-                match compact::compact(&mut txn, self.io.as_ref()) {
-                    Ok(c) => compacted = Some(c),
-                    Err(e) => log::warn!(
-                        "{}: automatic compaction failed, the commit stands: {e}",
-                        self.path.display()
-                    ),
-                }
-            }
-            Ok((v, compacted))
-        });
-        state.poisoned |= txn.poisoned;
-        self.install(Arc::clone(&txn.snap));
-        out.map(Some)
-    }
-
-    fn compaction_worth_it(&self, txn: &Txn<'_>) -> bool {
-        let dead = txn.dead_bytes();
-        self.config.auto_compact
-            && dead >= self.config.compact_min_dead_bytes
-            && (dead as f64 > self.config.compact_dead_ratio * txn.end() as f64
-                || txn.end() > self.config.max_size_bytes)
-    }
-
-    /// Takes the exclusive lock on the file now at the path. A lock taken on
-    /// a file that compaction has since renamed over guards nothing, so after
-    /// locking we check that the path still names the locked inode.
-    fn lock_current(&self, blocking: bool) -> Result<Option<LockGuard>> {
-        for _ in 0..1000 {
-            let fh = Arc::clone(&self.snapshot()?.file);
-            if blocking {
-                fh.file.lock().map_err(|e| Error::io(&self.path, "lock", e))?;
-            } else {
-                match fh.file.try_lock() {
-                    Ok(()) => {}
-                    Err(TryLockError::WouldBlock) => return Ok(None),
-                    Err(TryLockError::Error(e)) => return Err(Error::io(&self.path, "lock", e)),
-                }
-            }
-            let guard = LockGuard(fh);
-            let meta = std::fs::metadata(&self.path).map_err(|e| Error::io(&self.path, "stat", e))?;
-            if meta.ino() == guard.0.ino && meta.dev() == guard.0.dev {
-                return Ok(Some(guard));
-            }
-            drop(guard);
-            let (fh, _) = open_handle(&self.path, false, self.io.as_ref())?;
-            self.install(Arc::new(Snapshot::load(Arc::new(fh))?));
-        }
-        Err(Error::io(
-            &self.path,
-            "lock",
-            std::io::Error::other("the file kept being replaced while taking its lock"),
-        ))
-    }
-}
-
-/// A bitset's words as stored: whole u64 words, bits past the end zeroed.
-struct BitsetBytes<'a> {
-    body: &'a [u64],
-    last: Option<u64>,
-    bits: u64,
-    owned: Vec<u64>,
-}
-
-impl<'a> BitsetBytes<'a> {
-    fn new(bits: &'a BitSlice<u64, Lsb0>) -> BitsetBytes<'a> {
-        let n = bits.len();
-        if let bitvec::domain::Domain::Region {
-            head: None,
-            body,
-            tail,
-        } = bits.domain()
-        {
-            // Starts on a word boundary: write the caller's words in place;
-            // a partial last word is masked (load_value clears dead bits).
-            let last = tail.map(|t| t.load_value());
-            return BitsetBytes {
-                body,
-                last,
-                bits: n as u64,
-                owned: Vec::new(),
-            };
-        }
-        // A slice starting mid-word: copy into words that start at bit 0.
-        let mut v = bitvec::vec::BitVec::<u64, Lsb0>::repeat(false, n);
-        v.copy_from_bitslice(bits);
-        BitsetBytes {
-            body: &[],
-            last: None,
-            bits: n as u64,
-            owned: v.into_vec(),
-        }
-    }
-
-    fn len(&self) -> u64 {
-        BitsRecord::byte_len(self.bits)
-    }
-
-    fn append(&self, txn: &mut Txn<'_>) -> Result<BitsRecord> {
-        let last = self.last.map(|w| [w]);
-        let parts: [&[u64]; 3] = [self.body, last.as_ref().map_or(&[], |w| &w[..]), &self.owned];
-        let mut crc = crc32fast::Hasher::new();
-        let mut offset = None;
-        for p in parts.iter().filter(|p| !p.is_empty()) {
-            let bytes = crate::source::words_as_bytes(p);
-            crc.update(bytes);
-            let at = txn.append_contiguous(bytes, offset.is_none())?;
-            offset.get_or_insert(at);
-        }
-        let offset = match offset {
-            Some(o) => o,
-            None => txn.append(&[])?,
-        };
-        Ok(BitsRecord {
-            offset,
-            bits: self.bits,
-            crc: crc.finalize(),
-        })
-    }
-}
-
-fn is_denied(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem
-    )
-}
-
-/// Opens the file at `path` for writing if allowed and possible, else for
-/// reading. Returns the handle and whether it is read-only.
-fn open_handle(path: &Path, read_only: bool, io: &dyn IoFactory) -> Result<(FileHandle, bool)> {
-    if !read_only {
-        match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => {
-                let w = f.try_clone().map_err(|e| Error::io(path, "dup", e))?;
-                return Ok((FileHandle::open(path, f, Some(io.wrap(w, path)))?, false));
-            }
-            Err(e) if is_denied(&e) => {
-                log::info!("{}: no write access ({e}); opening read-only", path.display());
-            }
-            Err(e) => return Err(Error::io(path, "open", e)),
-        }
-    }
-    let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    Ok((FileHandle::open(path, f, None)?, true))
-}
-
-/// Moves a corrupt file aside (never deleting it); returns where.
-fn quarantine(path: &Path) -> Result<PathBuf> {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(format!(
-        ".corrupt-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.6f")
-    ));
-    let aside = path.with_file_name(name);
-    std::fs::rename(path, &aside).map_err(|e| Error::io(path, "rename", e))?;
-    Ok(aside)
 }

@@ -38,6 +38,13 @@ pub struct CacheConfig {
     /// Compact automatically when dead space passes `compact_dead_ratio` of
     /// the file (and at least `compact_min_dead_bytes`).
     pub auto_compact: bool,
+    /// When a put must compact to stay within `max_size_bytes`, it first
+    /// evicts least-recently-used entries until the live data fill at most
+    /// this fraction of `max_size_bytes`, so that one compaction serves the
+    /// many puts that then fill the space it freed (a cache at its limit
+    /// would otherwise rewrite the whole file on every put). 0.8 by default;
+    /// 1.0 evicts only what each put needs.
+    pub evict_low_water: f64,
     /// See `auto_compact`; 0.5 by default.
     pub compact_dead_ratio: f64,
     /// See `auto_compact`; 1 MiB by default.
@@ -68,6 +75,7 @@ impl Default for CacheConfig {
             read_only: false,
             verify_bitsets: true,
             auto_compact: true,
+            evict_low_water: 0.8,
             compact_dead_ratio: 0.5,
             compact_min_dead_bytes: 1 << 20,
             quarantine_corrupt: false,
@@ -87,6 +95,7 @@ impl fmt::Debug for CacheConfig {
             .field("read_only", &self.read_only)
             .field("verify_bitsets", &self.verify_bitsets)
             .field("auto_compact", &self.auto_compact)
+            .field("evict_low_water", &self.evict_low_water)
             .field("compact_dead_ratio", &self.compact_dead_ratio)
             .field("compact_min_dead_bytes", &self.compact_min_dead_bytes)
             .field("quarantine_corrupt", &self.quarantine_corrupt)
@@ -105,6 +114,12 @@ impl CacheConfig {
             return Err(crate::Error::Config(format!(
                 "compact_dead_ratio must be in (0, 1], found {}",
                 self.compact_dead_ratio
+            )));
+        }
+        if !(self.evict_low_water > 0.0 && self.evict_low_water <= 1.0) {
+            return Err(crate::Error::Config(format!(
+                "evict_low_water must be in (0, 1], found {}",
+                self.evict_low_water
             )));
         }
         Ok(())

@@ -1,21 +1,17 @@
 //! The eviction policy: sliding TTL, then least-recently-used by entry count
-//! and by bytes. Pure functions over the index, so the policy can be tested
-//! apart from the file.
+//! and by bytes, with a low-water mark when space must be reclaimed; and the
+//! space accounting behind it. The policy itself is pure functions over the
+//! index, so that it can be tested apart from the file.
 
-use crate::format::{align_up, DATA_START};
-use crate::index::{BitsRecord, EntryRecord, IndexData};
+use crate::commit::Txn;
+use crate::config::CacheConfig;
+use crate::error::Result;
+use crate::format::{align_up, Counter, DATA_START};
+use crate::idmap::IdMap;
+use crate::index::{BitsRecord, EntryRecord, IndexData, MAP_OVERHEAD};
+use crate::io::IoFactory;
+use crate::stamps;
 use std::collections::HashSet;
-
-/// Bytes an index of these entries and maps takes in the file, estimated
-/// from above (rkyv adds a few bytes of pointers and padding per field).
-pub(crate) fn index_bytes_estimate(index: &IndexData) -> u64 {
-    let per_entry: u64 = index
-        .entries
-        .iter()
-        .map(|e| 160 + e.key.len() as u64 + e.attributes.len() as u64)
-        .sum();
-    64 + per_entry + 48 * index.maps.len() as u64
-}
 
 /// Bytes one entry's own regions take (bitsets; attributes live in the index).
 pub(crate) fn own_bytes(e: &EntryRecord) -> u64 {
@@ -42,21 +38,147 @@ pub(crate) fn footprint(index: &IndexData) -> u64 {
             total = total.saturating_add(aligned(r.len));
         }
     }
-    let stamps = aligned(8 * (index.entries.len() as u64).next_power_of_two().max(64));
+    let stamps = aligned(8 * stamps::capacity_for(index.entries.len() as u64));
     total
         .saturating_add(stamps)
-        .saturating_add(aligned(index_bytes_estimate(index)))
+        .saturating_add(aligned(index.estimated_len()))
+}
+
+/// The TTL in microseconds, or None for no TTL.
+pub(crate) fn ttl_us(cfg: &CacheConfig) -> Option<i64> {
+    cfg.ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// True when an entry last accessed at `last_access_us` has expired at
+/// `now_us`: the one TTL test, for reads and for writers alike.
+pub(crate) fn is_expired(last_access_us: i64, now_us: i64, ttl_us: Option<i64>) -> bool {
+    ttl_us.is_some_and(|ttl| now_us.saturating_sub(last_access_us) > ttl)
 }
 
 /// Keys of entries not accessed within `ttl_us` of `now_us`.
 pub(crate) fn expired(index: &IndexData, now_us: i64, ttl_us: Option<i64>) -> Vec<String> {
-    let Some(ttl) = ttl_us else { return Vec::new() };
     index
         .entries
         .iter()
-        .filter(|e| now_us.saturating_sub(e.accessed_us) > ttl)
+        .filter(|e| is_expired(e.accessed_us, now_us, ttl_us))
         .map(|e| e.key.clone())
         .collect()
+}
+
+/// What a put adds to the file: its bitsets, its entry's index bytes, and
+/// those of its mappings that are not stored yet.
+pub(crate) struct Incoming<'a> {
+    pub own: u64,
+    pub entry_index: u64,
+    pub maps: [&'a IdMap; 2],
+}
+
+impl Incoming<'_> {
+    /// Bytes of the entry's regions: its bitsets, and its mappings that
+    /// neither `idx` names nor (`stored[i]`) the committed file holds.
+    fn regions(&self, idx: &IndexData, stored: [bool; 2]) -> u64 {
+        let mut seen = HashSet::new();
+        let new_maps: u64 = self
+            .maps
+            .iter()
+            .zip(stored)
+            .filter(|(m, stored)| !stored && seen.insert(m.digest()))
+            .filter(|(m, _)| !idx.maps.iter().any(|r| r.holds(m)))
+            .map(|(m, _)| aligned(m.region_len()) + MAP_OVERHEAD)
+            .sum();
+        self.own + new_maps
+    }
+
+    /// Bytes the entry adds to the compacted size of an index holding `idx`.
+    pub(crate) fn bytes(&self, idx: &IndexData) -> u64 {
+        self.regions(idx, [false; 2]) + self.entry_index
+    }
+
+    /// Bytes a commit of the entry appends to a file holding `idx`: its
+    /// regions, the whole index written again with the entry, and a larger
+    /// stamp table when the file's (of `stamps_capacity` slots) is full.
+    pub(crate) fn growth(&self, idx: &IndexData, stored: [bool; 2], stamps_capacity: u64) -> u64 {
+        let need = stamps::capacity_for(idx.entries.len() as u64 + 1);
+        let stamps = if need > stamps_capacity {
+            aligned(8 * need)
+        } else {
+            0
+        };
+        self.regions(idx, stored) + aligned(idx.estimated_len() + self.entry_index) + stamps
+    }
+
+    /// The file's size after compacting `idx` and then committing the
+    /// entry: what a put that compacts must bring under the limit.
+    fn after_compaction(&self, idx: &IndexData) -> u64 {
+        let capacity = stamps::capacity_for(idx.entries.len() as u64);
+        self.growth(idx, [false; 2], capacity)
+    }
+
+    /// The size of a file holding this entry alone, committed after a
+    /// compaction: a scope larger than the limit is refused up front.
+    pub(crate) fn alone(&self) -> u64 {
+        let empty = IndexData::default();
+        footprint(&empty) + self.after_compaction(&empty)
+    }
+}
+
+impl Txn<'_> {
+    /// Removes the expired entries; returns how many.
+    pub(crate) fn expire(&mut self) -> u64 {
+        let keys = expired(&self.index, self.now_us, ttl_us(self.cfg));
+        for k in &keys {
+            self.remove(k);
+            self.counts.push((Counter::Expiries, 1));
+        }
+        keys.len() as u64
+    }
+
+    /// Evicts least-recently-used entries until the rest, plus `incoming`
+    /// more entries of `incoming_bytes` bytes, fit `max_entries` and
+    /// `max_bytes`; returns how many were evicted.
+    pub(crate) fn evict(
+        &mut self,
+        incoming: usize,
+        incoming_bytes: impl Fn(&IndexData) -> u64,
+        max_bytes: u64,
+    ) -> u64 {
+        let victims = lru_victims(
+            &self.index,
+            incoming,
+            incoming_bytes,
+            self.cfg.max_entries,
+            max_bytes,
+        );
+        for victim in &victims {
+            self.remove(victim);
+            self.counts.push((Counter::Evictions, 1));
+        }
+        victims.len() as u64
+    }
+
+    /// Makes room for a put of `incoming`: evicts down to the limits, and
+    /// when the file would grow past `max_size_bytes`, evicts further, down
+    /// to `evict_low_water` of it, and compacts. Evicting to the low-water
+    /// mark is what amortises a compaction over the puts that fill the
+    /// space it freed, instead of one whole-file rewrite per put.
+    pub(crate) fn make_room(&mut self, incoming: &Incoming<'_>, io: &dyn IoFactory) -> Result<()> {
+        let max = self.cfg.max_size_bytes;
+        self.evict(1, |idx| incoming.bytes(idx), max);
+        let stored = incoming.maps.map(|m| self.committed_map(m).is_some());
+        let capacity = u64::from(self.snap.sb.stamps_capacity);
+        if self
+            .end()
+            .saturating_add(incoming.growth(&self.index, stored, capacity))
+            > max
+        {
+            let low = ((self.cfg.evict_low_water * max as f64) as u64).clamp(incoming.alone().min(max), max);
+            self.evict(1, |idx| incoming.after_compaction(idx), low);
+            if self.dead_bytes() > 0 {
+                crate::compact::compact(self, io)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Keys to evict, least recently used first, so that the remaining entries

@@ -23,6 +23,11 @@ pub(crate) const DATA_START: u64 = 3 * SUPERBLOCK_PAGE;
 /// mapping slots are naturally aligned in the mapping (and cache-line aligned).
 pub(crate) const REGION_ALIGN: u64 = 64;
 
+/// The largest generation a superblock may hold. Each commit adds 1 and a
+/// compaction 2, so a file never gets near it (2^62 commits); a slot naming
+/// a larger one is refused, so that no commit's generation can overflow.
+pub(crate) const MAX_GENERATION: u64 = 1 << 62;
+
 /// Superblock flag: the file was replaced (compaction renamed a new file over
 /// its path); readers should move to the file now at the path.
 pub(crate) const FLAG_RETIRED: u32 = 1;
@@ -48,16 +53,23 @@ pub(crate) fn align_up(n: u64) -> Option<u64> {
 
 /// One of the two superblocks: the root of a committed generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Superblock {
+pub struct Superblock {
+    /// The generation; generation g lives in slot g % 2.
     pub generation: u64,
+    /// Bit 0: the file is retired (compaction replaced it).
     pub flags: u32,
     /// Bytes of the file that the committed state covers; everything a
     /// published index points to lies below it.
     pub committed_len: u64,
+    /// Where the index region starts.
     pub index_offset: u64,
+    /// The index region's length in bytes.
     pub index_len: u64,
+    /// CRC32 of the index region.
     pub index_crc: u32,
+    /// Where the access-stamp table starts.
     pub stamps_offset: u64,
+    /// Entries (u64 stamps) in the access-stamp table.
     pub stamps_capacity: u32,
     /// A random number given to each file when it is created, so that a
     /// process can tell a file that replaced another at the same path.
@@ -71,6 +83,8 @@ pub(crate) enum SlotError {
     Empty,
     BadMagic([u8; 8]),
     BadVersion(u32),
+    /// A generation above `MAX_GENERATION`.
+    BadGeneration(u64),
     BadCrc {
         stored: u32,
         computed: u32,
@@ -78,6 +92,43 @@ pub(crate) enum SlotError {
 }
 
 impl Superblock {
+    /// The superblock of generation `generation` that names the index of
+    /// `index` bytes at `index_offset` and the stamp table `stamps`
+    /// (offset, capacity). Every committed region lies below the index's end.
+    pub(crate) fn naming(
+        generation: u64,
+        index_offset: u64,
+        index: &[u8],
+        stamps: (u64, u32),
+        file_id: u64,
+    ) -> Superblock {
+        Superblock {
+            generation,
+            flags: 0,
+            committed_len: index_offset + index.len() as u64,
+            index_offset,
+            index_len: index.len() as u64,
+            index_crc: crc32fast::hash(index),
+            stamps_offset: stamps.0,
+            stamps_capacity: stamps.1,
+            file_id,
+        }
+    }
+
+    /// The generation `by` commits after this one, or an error when it would
+    /// pass `MAX_GENERATION`.
+    pub(crate) fn generation_after(&self, by: u64, path: &Path) -> Result<u64> {
+        self.generation
+            .checked_add(by)
+            .filter(|&g| g <= MAX_GENERATION)
+            .ok_or_else(|| {
+                Error::corrupt(
+                    path,
+                    format!("generation {} cannot grow further", self.generation),
+                )
+            })
+    }
+
     pub(crate) fn slot_offset(generation: u64) -> u64 {
         (generation % 2) * SUPERBLOCK_PAGE
     }
@@ -123,9 +174,13 @@ impl Superblock {
         if version != FORMAT_VERSION {
             return Err(SlotError::BadVersion(version));
         }
+        let generation = u64::from_le_bytes(take(b, 16));
+        if generation > MAX_GENERATION {
+            return Err(SlotError::BadGeneration(generation));
+        }
         Ok(Superblock {
             flags: u32::from_le_bytes(take(b, 12)),
-            generation: u64::from_le_bytes(take(b, 16)),
+            generation,
             committed_len: u64::from_le_bytes(take(b, 24)),
             index_offset: u64::from_le_bytes(take(b, 32)),
             index_len: u64::from_le_bytes(take(b, 40)),

@@ -2,16 +2,20 @@
 //! mapping, rewritten whole at each commit and read in place by readers.
 
 use crate::error::{Error, Result};
-use crate::format::{DATA_START, REGION_ALIGN};
+use crate::format::{Superblock, DATA_START, REGION_ALIGN};
+use crate::stamps;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::Path;
 
 /// Where a bitset lives: `bits` bits in `ceil(bits / 64)` little-endian u64
 /// words at `offset`; bits past `bits` in the last word are zero.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct BitsRecord {
+pub struct BitsRecord {
+    /// Where the words start (64-aligned).
     pub offset: u64,
+    /// Bits in the bitset.
     pub bits: u64,
+    /// CRC32 of the region's bytes.
     pub crc: u32,
 }
 
@@ -23,13 +27,17 @@ impl BitsRecord {
 
 /// A stored id mapping region, shared by every entry that names it.
 #[derive(Archive, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct MapRecord {
+pub struct MapRecord {
+    /// Where the region starts (64-aligned).
     pub offset: u64,
+    /// The region's length in bytes.
     pub len: u64,
+    /// Ids in the mapping.
     pub count: u64,
     /// The mapping's content digest (xxh3-128 of its body), copied from its
     /// header so that a writer can find a stored mapping without reading it.
     pub digest_lo: u64,
+    /// The high 64 bits of the digest.
     pub digest_hi: u64,
 }
 
@@ -58,6 +66,16 @@ impl MapRecord {
 }
 
 impl ArchivedMapRecord {
+    pub(crate) fn to_record(&self) -> MapRecord {
+        MapRecord {
+            offset: self.offset.to_native(),
+            len: self.len.to_native(),
+            count: self.count.to_native(),
+            digest_lo: self.digest_lo.to_native(),
+            digest_hi: self.digest_hi.to_native(),
+        }
+    }
+
     pub(crate) fn digest(&self) -> u128 {
         (u128::from(self.digest_hi.to_native()) << 64) | u128::from(self.digest_lo.to_native())
     }
@@ -75,17 +93,23 @@ impl ArchivedBitsRecord {
 
 /// One cached scope.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EntryRecord {
+pub struct EntryRecord {
+    /// The key.
     pub key: String,
     /// Microseconds since the Unix epoch, UTC.
     pub created_us: i64,
     /// Last access known at commit time; the shared stamp in slot `slot` may
     /// be newer, and the later of the two is the entry's last access.
     pub accessed_us: i64,
+    /// The entry's slot in the access-stamp table.
     pub slot: u32,
+    /// Index of the node mapping in `IndexData::maps`.
     pub node_map: u32,
+    /// Index of the link mapping in `IndexData::maps`.
     pub link_map: u32,
+    /// The nodes bitset.
     pub nodes: BitsRecord,
+    /// The links bitset.
     pub links: BitsRecord,
     /// The attributes as compact JSON text (an object).
     pub attributes: String,
@@ -93,36 +117,78 @@ pub(crate) struct EntryRecord {
 
 /// The whole index of one generation.
 #[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct IndexData {
+pub struct IndexData {
     /// Sorted by key bytes, keys unique.
     pub entries: Vec<EntryRecord>,
     /// Every mapping some entry names, and no other.
     pub maps: Vec<MapRecord>,
 }
 
+/// Bytes an entry takes in the index beyond its key and attributes, bounded
+/// from above: the 96-byte record plus rkyv's out-of-line strings' padding.
+pub(crate) const ENTRY_OVERHEAD: u64 = 160;
+/// Bytes a mapping record takes in the index (40, rounded up).
+pub(crate) const MAP_OVERHEAD: u64 = 48;
+/// Bytes of the index's root and vectors.
+const INDEX_OVERHEAD: u64 = 64;
+
+/// Bytes an entry with this key and attributes adds to the index.
+pub(crate) fn entry_bytes(key_len: usize, attributes_len: usize) -> u64 {
+    ENTRY_OVERHEAD + key_len as u64 + attributes_len as u64
+}
+
 impl IndexData {
+    /// Bytes this index takes in the file, estimated from above.
+    pub(crate) fn estimated_len(&self) -> u64 {
+        let entries: u64 = self
+            .entries
+            .iter()
+            .map(|e| entry_bytes(e.key.len(), e.attributes.len()))
+            .sum();
+        INDEX_OVERHEAD + entries + MAP_OVERHEAD * self.maps.len() as u64
+    }
+
     pub(crate) fn to_bytes(&self) -> Result<rkyv::util::AlignedVec> {
         rkyv::to_bytes::<rkyv::rancor::Error>(self)
             .map_err(|e| Error::Config(format!("the index could not be encoded: {e}")))
     }
 }
 
-/// Checks the archived index against everything rkyv's validation cannot
-/// know: sort order, references between tables, and that every region lies
-/// inside the committed part of the file. After this, readers trust the
-/// index's structure (never its regions' contents, which carry their own CRCs).
-pub(crate) fn check_semantics(
-    path: &Path,
-    idx: &ArchivedIndexData,
-    committed_len: u64,
-    stamps_capacity: u32,
-) -> Result<()> {
+/// Checks the archived index and the superblock against everything rkyv's
+/// validation cannot know: sort order, references between tables, that
+/// every region lies inside the committed part of the file, and that no two
+/// regions overlap (FORMAT.md §2). After this, readers trust the index's
+/// structure (never its regions' contents, which carry their own CRCs), and
+/// the stamp table, the one region written in place, aliases nothing that
+/// is lent out.
+pub(crate) fn check_semantics(path: &Path, idx: &ArchivedIndexData, sb: &Superblock) -> Result<()> {
     let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
+    let committed_len = sb.committed_len;
     let in_file = |offset: u64, len: u64| {
         offset >= DATA_START
             && offset.is_multiple_of(REGION_ALIGN)
             && offset.checked_add(len).is_some_and(|end| end <= committed_len)
     };
+    // Every non-empty region: (start, end, what it is).
+    let mut regions: Vec<(u64, u64, &'static str)> =
+        Vec::with_capacity(2 * idx.entries.len() + idx.maps.len() + 2);
+    let mut region = |offset: u64, len: u64, what: &'static str| {
+        if len > 0 {
+            regions.push((offset, offset + len, what));
+        }
+    };
+    region(sb.index_offset, sb.index_len, "the index");
+    let stamps_len = stamps::table_len(sb.stamps_capacity);
+    if !in_file(sb.stamps_offset, stamps_len) {
+        return Err(Error::corrupt(
+            path,
+            format!(
+                "the access-stamp table at {}+{stamps_len} lies outside the committed file",
+                sb.stamps_offset
+            ),
+        ));
+    }
+    region(sb.stamps_offset, stamps_len, "the access-stamp table");
     for (i, m) in idx.maps.iter().enumerate() {
         if !in_file(m.offset.to_native(), m.len.to_native()) {
             return bad(format!(
@@ -130,6 +196,7 @@ pub(crate) fn check_semantics(
                 m.offset, m.len
             ));
         }
+        region(m.offset.to_native(), m.len.to_native(), "an id mapping");
     }
     let mut prev: Option<&str> = None;
     for e in idx.entries.iter() {
@@ -154,20 +221,28 @@ pub(crate) fn check_semantics(
                     bits.bits, m.count
                 ));
             }
-            if !in_file(
-                bits.offset.to_native(),
-                BitsRecord::byte_len(bits.bits.to_native()),
-            ) {
+            let len = BitsRecord::byte_len(bits.bits.to_native());
+            if !in_file(bits.offset.to_native(), len) {
                 return bad(format!(
                     "entry {key:?}: bitset at {} lies outside the file",
                     bits.offset
                 ));
             }
+            region(bits.offset.to_native(), len, "a bitset");
         }
-        if e.slot.to_native() >= stamps_capacity {
+        if e.slot.to_native() >= sb.stamps_capacity {
             return bad(format!(
-                "entry {key:?}: stamp slot {} of {stamps_capacity}",
-                e.slot
+                "entry {key:?}: stamp slot {} of {}",
+                e.slot, sb.stamps_capacity
+            ));
+        }
+    }
+    regions.sort_unstable();
+    for w in regions.windows(2) {
+        let ((a_start, a_end, a), (b_start, _, b)) = (w[0], w[1]);
+        if b_start < a_end {
+            return bad(format!(
+                "{a} at {a_start}..{a_end} overlaps {b} at {b_start}: regions never share bytes"
             ));
         }
     }

@@ -36,10 +36,13 @@
 #[cfg(target_endian = "big")]
 compile_error!("scopecache maps little-endian words in place and needs a little-endian target");
 
+mod bitset;
 mod cache;
 mod clock;
+mod commit;
 mod compact;
 mod config;
+mod current;
 mod error;
 mod eviction;
 mod failpoint;
@@ -50,11 +53,16 @@ mod index;
 pub mod io;
 mod key;
 mod mapping;
+mod open;
 mod scope;
 mod snapshot;
 mod source;
+mod stamps;
 mod stats;
-mod txn;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
+mod verify;
 
 pub use cache::{ScopeCache, ScopeData};
 pub use clock::{Clock, ManualClock, SystemClock};

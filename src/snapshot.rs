@@ -1,12 +1,14 @@
 //! Readers' view of the file: one `FileHandle` per inode this process has
 //! opened, and immutable `Snapshot`s of committed generations over it.
 
+use crate::bitset;
 use crate::error::{Error, Result};
 use crate::format::{Counter, Superblock, COUNTERS_OFFSET, DATA_START};
 use crate::idmap::IdMap;
-use crate::index::{check_semantics, ArchivedEntryRecord, ArchivedIndexData, BitsRecord};
+use crate::index::{check_semantics, ArchivedEntryRecord, ArchivedIndexData, BitsRecord, MapRecord};
 use crate::io::FileIo;
 use crate::mapping::{MappedRegion, Mapping};
+use crate::stamps;
 use bitvec::prelude::{BitSlice, Lsb0};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -24,12 +26,16 @@ pub(crate) struct FileHandle {
     /// Present when the file was opened for writing.
     pub io: Option<Box<dyn FileIo>>,
     mapping: Mutex<Arc<Mapping>>,
-    /// Bitset regions (by offset) whose CRC passed in this process.
-    verified_bits: Mutex<HashSet<u64>>,
-    /// Regions (by offset) found corrupt in this process.
-    bad_regions: Mutex<HashSet<u64>>,
-    /// Id mappings opened so far, by region offset; shared by snapshots.
-    idmaps: Mutex<HashMap<u64, IdMap>>,
+    /// Bitset regions whose CRC passed in this process, by what they are
+    /// (offset, bits, CRC), never by offset alone: an empty region shares
+    /// its offset with the region after it.
+    verified_bits: Mutex<HashSet<BitsKey>>,
+    /// Bitset regions found corrupt in this process.
+    bad_bits: Mutex<HashSet<BitsKey>>,
+    /// Id mapping regions (offset, length) found corrupt in this process.
+    bad_maps: Mutex<HashSet<(u64, u64)>>,
+    /// Id mappings opened so far, by (offset, length); shared by snapshots.
+    idmaps: Mutex<HashMap<(u64, u64), IdMap>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,7 +58,8 @@ impl FileHandle {
             io,
             mapping: Mutex::new(Arc::new(mapping)),
             verified_bits: Mutex::new(HashSet::new()),
-            bad_regions: Mutex::new(HashSet::new()),
+            bad_bits: Mutex::new(HashSet::new()),
+            bad_maps: Mutex::new(HashSet::new()),
             idmaps: Mutex::new(HashMap::new()),
         })
     }
@@ -93,67 +100,82 @@ impl FileHandle {
         Arc::clone(&lock(&self.mapping))
     }
 
-    /// True when the region at `offset` failed a check in this process,
-    /// including a mapping block that failed during a lookup.
-    pub(crate) fn is_bad(&self, offset: u64) -> bool {
-        lock(&self.bad_regions).contains(&offset)
-            || lock(&self.idmaps).get(&offset).is_some_and(IdMap::is_corrupt)
+    /// True when this bitset failed its check in this process.
+    pub(crate) fn is_bad_bits(&self, rec: &BitsRecord) -> bool {
+        lock(&self.bad_bits).contains(&BitsKey::of(rec))
     }
 
-    pub(crate) fn mark_bad(&self, offset: u64) {
-        lock(&self.bad_regions).insert(offset);
+    /// True when this mapping failed a check in this process, including a
+    /// block that failed during a lookup.
+    pub(crate) fn is_bad_map(&self, rec: &MapRecord) -> bool {
+        let key = (rec.offset, rec.len);
+        lock(&self.bad_maps).contains(&key) || lock(&self.idmaps).get(&key).is_some_and(IdMap::is_corrupt)
+    }
+
+    pub(crate) fn mark_bad_map(&self, rec: &MapRecord) {
+        lock(&self.bad_maps).insert((rec.offset, rec.len));
     }
 
     /// The id mapping stored at `offset`, opened once per process.
     pub(crate) fn idmap(&self, map: &Arc<Mapping>, offset: u64, len: u64) -> Result<IdMap> {
-        if let Some(m) = lock(&self.idmaps).get(&offset).filter(|m| !m.is_corrupt()) {
+        let key = (offset, len);
+        if let Some(m) = lock(&self.idmaps).get(&key).filter(|m| !m.is_corrupt()) {
             return Ok(m.clone());
         }
-        if self.is_bad(offset) {
+        if lock(&self.bad_maps).contains(&key) {
             return Err(Error::corrupt(
                 &self.path,
                 format!("id mapping at {offset} failed its checks"),
             ));
         }
         let region = MappedRegion::new(map, offset, len)?;
-        let len = usize::try_from(len).map_err(|_| Error::corrupt(&self.path, "id mapping too large"))?;
-        let m = IdMap::open(Arc::new(region), 0, len).inspect_err(|_| self.mark_bad(offset))?;
-        lock(&self.idmaps).insert(offset, m.clone());
+        let n = usize::try_from(len).map_err(|_| Error::corrupt(&self.path, "id mapping too large"))?;
+        let m = IdMap::open(Arc::new(region), 0, n).inspect_err(|_| {
+            lock(&self.bad_maps).insert(key);
+        })?;
+        lock(&self.idmaps).insert(key, m.clone());
         Ok(m)
     }
 
-    /// Checks a bitset's CRC, once per process.
+    /// Checks a bitset's CRC, once per process and region.
     pub(crate) fn check_bits(&self, map: &Mapping, rec: &BitsRecord) -> Result<()> {
-        if lock(&self.verified_bits).contains(&rec.offset) {
+        let key = BitsKey::of(rec);
+        if lock(&self.verified_bits).contains(&key) {
             return Ok(());
         }
-        if self.is_bad(rec.offset) {
+        if lock(&self.bad_bits).contains(&key) {
             return Err(Error::corrupt(
                 &self.path,
                 format!("bitset at {} failed its CRC", rec.offset),
             ));
         }
-        let bytes = map
-            .region(rec.offset, BitsRecord::byte_len(rec.bits))
-            .ok_or_else(|| {
-                Error::corrupt(
-                    &self.path,
-                    format!("bitset at {} lies outside the file", rec.offset),
-                )
-            })?;
-        let crc = crc32fast::hash(bytes);
-        if crc != rec.crc {
-            self.mark_bad(rec.offset);
-            return Err(Error::corrupt(
-                &self.path,
-                format!(
-                    "bitset at {}: CRC expected {:#010x}, found {crc:#010x}",
-                    rec.offset, rec.crc
-                ),
-            ));
-        }
-        lock(&self.verified_bits).insert(rec.offset);
+        let bytes = map.region(rec.offset, BitsRecord::byte_len(rec.bits));
+        match bitset::check(&self.path, bytes, rec) {
+            Ok(()) => lock(&self.verified_bits).insert(key),
+            Err(e) => {
+                lock(&self.bad_bits).insert(key);
+                return Err(e);
+            }
+        };
         Ok(())
+    }
+}
+
+/// What a bitset region is, for the per-process caches of checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct BitsKey {
+    offset: u64,
+    bits: u64,
+    crc: u32,
+}
+
+impl BitsKey {
+    fn of(rec: &BitsRecord) -> BitsKey {
+        BitsKey {
+            offset: rec.offset,
+            bits: rec.bits,
+            crc: rec.crc,
+        }
     }
 }
 
@@ -167,21 +189,35 @@ pub(crate) struct Resolved {
 }
 
 /// A committed generation of one file, read in place.
+///
+/// The index is the one region not read in place: it is copied into an
+/// aligned heap buffer, and the copy is what the CRC, the validation and
+/// every later read see. A pointer read from it can therefore never change
+/// under a reader, whatever happens to the file's bytes.
 pub(crate) struct Snapshot {
     pub file: Arc<FileHandle>,
     pub map: Arc<Mapping>,
     pub sb: Superblock,
+    index: rkyv::util::AlignedVec<16>,
     resolved: Box<[OnceLock<Arc<Resolved>>]>,
 }
 
 impl Snapshot {
-    /// Loads the newest committed generation of `file`: one CRC pass and one
-    /// bytecheck validation of the index, then semantic checks.
+    /// Loads the newest committed generation of `file`: one copy, one CRC
+    /// pass and one bytecheck validation of the index, then the semantic
+    /// and layout checks (`index::check_semantics`).
     pub(crate) fn load(file: Arc<FileHandle>) -> Result<Snapshot> {
         let first = file.mapping_for(DATA_START)?;
         let sb = first.superblock()?;
         let map = file.mapping_for(sb.committed_len)?;
         let path = &file.path;
+        if sb
+            .index_offset
+            .checked_add(sb.index_len)
+            .is_none_or(|end| end > sb.committed_len)
+        {
+            return Err(Error::corrupt(path, "index lies past the committed length"));
+        }
         let bytes = map.region(sb.index_offset, sb.index_len).ok_or_else(|| {
             Error::corrupt(
                 path,
@@ -191,14 +227,9 @@ impl Snapshot {
                 ),
             )
         })?;
-        if sb
-            .index_offset
-            .checked_add(sb.index_len)
-            .is_none_or(|end| end > sb.committed_len)
-        {
-            return Err(Error::corrupt(path, "index lies past the committed length"));
-        }
-        let crc = crc32fast::hash(bytes);
+        let mut index = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+        index.extend_from_slice(bytes);
+        let crc = crc32fast::hash(&index);
         if crc != sb.index_crc {
             return Err(Error::corrupt(
                 path,
@@ -208,41 +239,25 @@ impl Snapshot {
                 ),
             ));
         }
-        let idx = rkyv::access::<ArchivedIndexData, rkyv::rancor::Error>(bytes)
+        let idx = rkyv::access::<ArchivedIndexData, rkyv::rancor::Error>(&index)
             .map_err(|e| Error::corrupt(path, format!("index of generation {}: {e}", sb.generation)))?;
-        let stamps_end = u64::from(sb.stamps_capacity)
-            .checked_mul(8)
-            .and_then(|n| n.checked_add(sb.stamps_offset));
-        if sb.stamps_offset < DATA_START
-            || !sb.stamps_offset.is_multiple_of(8)
-            || stamps_end.is_none_or(|e| e > sb.committed_len)
-        {
-            return Err(Error::corrupt(
-                path,
-                "the access-stamp table lies outside the file",
-            ));
-        }
-        check_semantics(path, idx, sb.committed_len, sb.stamps_capacity)?;
+        check_semantics(path, idx, &sb)?;
         let resolved = (0..idx.entries.len()).map(|_| OnceLock::new()).collect();
         Ok(Snapshot {
             file,
             map,
             sb,
+            index,
             resolved,
         })
     }
 
-    /// The archived index, read in place.
+    /// The archived index.
     pub(crate) fn index(&self) -> &ArchivedIndexData {
-        // The range was checked in load().
-        let bytes = self
-            .map
-            .region(self.sb.index_offset, self.sb.index_len)
-            .unwrap_or(&[]);
-        // SAFETY: these exact bytes passed `rkyv::access` validation in
-        // load(), they belong to a published generation and so are never
-        // written again, and `self.map` keeps the mapping alive.
-        unsafe { rkyv::access_unchecked::<ArchivedIndexData>(bytes) }
+        // SAFETY: `self.index` is our own heap copy, never written after
+        // load(), where these exact bytes passed `rkyv::access` validation
+        // (bounds, alignment, UTF-8, and pointer checks of every field).
+        unsafe { rkyv::access_unchecked::<ArchivedIndexData>(&self.index) }
     }
 
     /// Adds to a shared counter in the file.
@@ -263,7 +278,7 @@ impl Snapshot {
     }
 
     pub(crate) fn stamp_offset(&self, slot: u32) -> u64 {
-        self.sb.stamps_offset + 8 * u64::from(slot)
+        stamps::slot_offset(self.sb.stamps_offset, slot)
     }
 
     /// Records an access to entry `e` in the shared stamp table.
@@ -291,7 +306,7 @@ impl Snapshot {
         if check_bits {
             self.file.check_bits(&self.map, &nodes)?;
             self.file.check_bits(&self.map, &links)?;
-        } else if self.file.is_bad(nodes.offset) || self.file.is_bad(links.offset) {
+        } else if self.file.is_bad_bits(&nodes) || self.file.is_bad_bits(&links) {
             return Err(Error::corrupt(&self.file.path, "bitset failed its CRC"));
         }
         let open_map = |i: u32| -> Result<IdMap> {
@@ -300,7 +315,7 @@ impl Snapshot {
                 .file
                 .idmap(&self.map, m.offset.to_native(), m.len.to_native())?;
             if idmap.len() as u64 != m.count.to_native() || idmap.digest() != m.digest() {
-                self.file.mark_bad(m.offset.to_native());
+                self.file.mark_bad_map(&m.to_record());
                 return Err(Error::corrupt(
                     &self.file.path,
                     "id mapping header disagrees with the index",
@@ -336,13 +351,10 @@ impl Snapshot {
             .map
             .region(rec.offset, BitsRecord::byte_len(rec.bits))
             .unwrap_or(&[]);
-        crate::source::as_words(bytes)
+        bitset::words(bytes)
     }
 
     pub(crate) fn bits(&self, rec: &BitsRecord) -> &BitSlice<u64, Lsb0> {
-        let words = self.words(rec);
-        let all = BitSlice::<u64, Lsb0>::from_slice(words);
-        let n = usize::try_from(rec.bits).unwrap_or(usize::MAX).min(all.len());
-        &all[..n]
+        bitset::bits(self.words(rec), rec.bits)
     }
 }

@@ -1,6 +1,11 @@
 //! Reports: cache statistics, maintenance and compaction outcomes, and the
 //! findings of `verify`.
 
+use crate::cache::ScopeCache;
+use crate::error::{Error, Result};
+use crate::eviction::footprint;
+use crate::format::{Counter, COUNTERS_OFFSET};
+use crate::index::{BitsRecord, IndexData};
 use chrono::{DateTime, Utc};
 
 /// Statistics of a cache, as `ScopeCache::stats` returns them: everything
@@ -114,5 +119,60 @@ impl VerifyReport {
     /// True when nothing is wrong.
     pub fn is_clean(&self) -> bool {
         self.problems.is_empty()
+    }
+}
+
+impl ScopeCache {
+    /// Statistics of the cache and of its use by all processes.
+    pub fn stats(&self) -> Result<CacheStats> {
+        let snap = self.snapshot()?;
+        let index: IndexData = rkyv::deserialize::<IndexData, rkyv::rancor::Error>(snap.index())
+            .map_err(|e| Error::corrupt(&self.path, format!("index: {e}")))?;
+        let n = index.entries.len() as u64;
+        let total_nodes: u64 = index.entries.iter().map(|e| e.nodes.bits).sum();
+        let total_links: u64 = index.entries.iter().map(|e| e.links.bits).sum();
+        let total_size_bytes: u64 = index
+            .entries
+            .iter()
+            .map(|e| {
+                BitsRecord::byte_len(e.nodes.bits)
+                    + BitsRecord::byte_len(e.links.bits)
+                    + e.attributes.len() as u64
+            })
+            .sum::<u64>()
+            + index.maps.iter().map(|m| m.len).sum::<u64>();
+        let live_bytes = footprint(&index).min(snap.sb.committed_len);
+        let file_bytes = snap.sb.committed_len;
+        let c = |c: Counter| snap.map.load(COUNTERS_OFFSET + 8 * c as u64);
+        let created = index
+            .entries
+            .iter()
+            .map(|e| crate::clock::from_micros(e.created_us));
+        Ok(CacheStats {
+            total_entries: n,
+            total_size_bytes,
+            total_size_mb: total_size_bytes as f64 / (1 << 20) as f64,
+            total_size_gb: total_size_bytes as f64 / (1 << 30) as f64,
+            total_nodes,
+            total_links,
+            cache_utilization: file_bytes as f64 / self.config.max_size_bytes as f64,
+            oldest_entry: created.clone().min(),
+            newest_entry: created.max(),
+            average_nodes_per_entry: total_nodes.checked_div(n).unwrap_or(0),
+            average_links_per_entry: total_links.checked_div(n).unwrap_or(0),
+            file_bytes,
+            live_bytes,
+            dead_bytes: file_bytes - live_bytes,
+            stored_mappings: index.maps.len() as u64,
+            generation: snap.generation(),
+            hits: c(Counter::Hits),
+            misses: c(Counter::Misses),
+            evictions: c(Counter::Evictions),
+            expiries: c(Counter::Expiries),
+            corrupt_dropped: c(Counter::CorruptDropped),
+            puts: c(Counter::Puts),
+            removes: c(Counter::Removes),
+            compactions: c(Counter::Compactions),
+        })
     }
 }
