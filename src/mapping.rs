@@ -135,10 +135,19 @@ impl Mapping {
         self.atomic_u64(offset).map_or(0, |a| a.load(Ordering::Relaxed))
     }
 
+    /// Loads the u64 at `offset` with Acquire ordering: what a writer wrote
+    /// before it stored this word is visible after this load, on weakly
+    /// ordered CPUs too.
+    fn load_acquire(&self, offset: u64) -> u64 {
+        self.atomic_u64(offset).map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
     /// The generations currently in the two superblock slots, read without
     /// checking anything: a cheap test of whether a new commit may exist.
+    /// Acquire loads, so that a new generation seen here comes with the
+    /// superblock and the regions the writer published before it.
     pub(crate) fn slot_generations(&self) -> [u64; 2] {
-        [self.load(16), self.load(SUPERBLOCK_PAGE + 16)]
+        [self.load_acquire(16), self.load_acquire(SUPERBLOCK_PAGE + 16)]
     }
 
     /// Copies both superblock slots out of the mapping, word by word with
@@ -149,7 +158,7 @@ impl Mapping {
         for (slot, buf) in out.iter_mut().enumerate() {
             let base = slot as u64 * SUPERBLOCK_PAGE;
             for (i, chunk) in buf.chunks_exact_mut(8).enumerate() {
-                chunk.copy_from_slice(&self.load(base + 8 * i as u64).to_le_bytes());
+                chunk.copy_from_slice(&self.load_acquire(base + 8 * i as u64).to_le_bytes());
             }
         }
         out
