@@ -288,6 +288,9 @@ impl<'c> Txn<'c> {
     /// Drops entries whose regions this process found corrupt.
     pub(crate) fn drop_known_bad(&mut self) {
         let fh = Arc::clone(self.fh());
+        if !fh.any_bad() {
+            return;
+        }
         let maps = self.index.maps.clone();
         let bad: Vec<String> = self
             .index

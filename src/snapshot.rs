@@ -100,6 +100,14 @@ impl FileHandle {
         Arc::clone(&lock(&self.mapping))
     }
 
+    /// True when some region of this file failed a check in this process:
+    /// without one, a writer need not look for entries to drop.
+    pub(crate) fn any_bad(&self) -> bool {
+        !lock(&self.bad_bits).is_empty()
+            || !lock(&self.bad_maps).is_empty()
+            || lock(&self.idmaps).values().any(IdMap::is_corrupt)
+    }
+
     /// True when this bitset failed its check in this process.
     pub(crate) fn is_bad_bits(&self, rec: &BitsRecord) -> bool {
         lock(&self.bad_bits).contains(&BitsKey::of(rec))
