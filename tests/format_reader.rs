@@ -119,8 +119,21 @@ fn run_reader(path: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Runs the reader, which must accept the file, and returns its document.
+/// Runs the reader, which must accept the file and find every writer
+/// guarantee kept, and returns its document.
 fn read(path: &Path, extra: &[&str]) -> Value {
+    let doc = read_noting(path, extra);
+    assert_eq!(
+        doc["notes"],
+        json!([]),
+        "{}: writer guarantees broken",
+        path.display()
+    );
+    doc
+}
+
+/// Runs the reader, which must accept the file, and returns its document.
+fn read_noting(path: &Path, extra: &[&str]) -> Value {
     let o = run_reader(path, extra);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -359,6 +372,35 @@ fn check(cache: &ScopeCache, doc: &Value, specs: &[Spec], scopes: &[Scope]) {
         map_of_ids.len(),
         "maps: one per distinct id list, and no other"
     );
+
+    // The counters page (§2.2) and the sizes the reader can work out.
+    let st = cache.stats().unwrap();
+    let counters: Vec<u64> = doc["counters"].as_array().unwrap().iter().map(u).collect();
+    let api = [
+        st.hits,
+        st.misses,
+        st.evictions,
+        st.expiries,
+        st.corrupt_dropped,
+        st.puts,
+        st.removes,
+        st.compactions,
+    ];
+    assert_eq!(counters, api, "counters");
+    assert!(
+        st.hits >= specs.len() as u64 && st.puts > 0,
+        "counters counted: {api:?}"
+    );
+    assert_eq!(st.file_bytes, u(&doc["committed"]), "committed length");
+    assert_eq!(st.generation, u(&doc["generation"]));
+    assert_eq!(st.stored_mappings, maps.len() as u64);
+    let bitset_bytes = |e: &Value, part: &str| u(&e[part]["bits"]).div_ceil(64) * 8;
+    let held: u64 = entries
+        .iter()
+        .map(|e| bitset_bytes(e, "nodes") + bitset_bytes(e, "links") + u(&e["attributes_bytes"]))
+        .sum::<u64>()
+        + maps.iter().map(|m| u(&m["len"])).sum::<u64>();
+    assert_eq!(st.total_size_bytes, held, "bytes held, each mapping once");
 }
 
 /// Writes `specs` into a new cache at `path` and returns the open cache.
@@ -526,8 +568,20 @@ fn shared_mappings_replace_remove_and_compact() {
     specs.retain(|s| s.key != "scope-3" && s.key != "other-graph");
     let before = read_and_check(&cache, &specs, &[]);
 
+    // Compaction retires the old file (§4.3): kept here under another name.
+    let old = dir.path().join("retired.cache");
+    std::fs::hard_link(&path, &old).unwrap();
     cache.compact().unwrap();
     let after = read_and_check(&cache, &specs, &[]);
+    let retired = read(&old, &[]);
+    assert_eq!(retired["retired"], json!(true));
+    assert_eq!(before["retired"], json!(false));
+    assert_eq!(after["retired"], json!(false));
+    assert_eq!(retired["file_id"], before["file_id"]);
+    assert_eq!(
+        retired["entries"], before["entries"],
+        "the retired generation repeats the last one"
+    );
     assert_ne!(
         before["file_id"], after["file_id"],
         "compaction writes a new file"
@@ -788,4 +842,61 @@ fn rules_behind_a_valid_crc_are_enforced_by_both_readers() {
         ),
         Err(scopecache::Error::UnsupportedVersion { found: 2, .. })
     ));
+}
+
+/// Two writer guarantees that FORMAT.md §2.6 tells readers not to enforce:
+/// the reader notes a break and reads on, and the crate opens the file.
+#[test]
+fn writer_guarantees_are_noted_not_enforced() {
+    if !have_python() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.cache");
+    let specs: Vec<Spec> = sample::scopes().iter().map(Spec::from_sample).collect();
+    drop(write(&clean, &specs));
+    let doc = read(&clean, &[]);
+    let bytes = std::fs::read(&clean).unwrap();
+    type Change = Box<dyn Fn(&mut [u8], usize)>;
+    let cases: Vec<(&str, usize, Change)> = vec![
+        // gamma dropped from `entries`: its two maps are named by no entry.
+        (
+            "every map named",
+            2,
+            Box::new(|ix, _| {
+                let root = ix.len() - 16;
+                put_u32(ix, root + 4, 2);
+            }),
+        ),
+        // beta given alpha's stamp slot.
+        (
+            "unique stamp slots",
+            3,
+            Box::new(|ix, e| put_u32(ix, e + 96 + 24, 0)),
+        ),
+    ];
+    for (guarantee, entries, change) in &cases {
+        let p = dir.path().join("noted.cache");
+        std::fs::write(&p, recommitted(&bytes, &doc, change)).unwrap();
+        let got = read_noting(&p, &[]);
+        let notes = got["notes"].as_array().unwrap();
+        assert!(
+            !notes.is_empty() && notes.iter().all(|n| n.as_str().unwrap().starts_with(guarantee)),
+            "{guarantee}: {notes:?}"
+        );
+        assert_eq!(got["entries"].as_array().unwrap().len(), *entries);
+        let cache = ScopeCache::open(
+            &p,
+            CacheConfig {
+                read_only: true,
+                ..config()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            cache.list().unwrap().len(),
+            *entries,
+            "{guarantee}: the crate reads the file"
+        );
+    }
 }
