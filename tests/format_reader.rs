@@ -162,7 +162,7 @@ fn refused(path: &Path, check: &str) {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(
         o.status.code(),
-        Some(2),
+        Some(3),
         "expected [{check}] to fail; stderr: {stderr}"
     );
     assert!(

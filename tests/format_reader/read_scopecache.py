@@ -6,9 +6,9 @@ Usage: read_scopecache.py FILE [--ids-limit N] [--bits-limit N]
 Picks the newest valid superblock (FORMAT.md §2.1), checks the index CRC,
 decodes and validates the rkyv index by hand (§2.6), checks every entry's
 bitsets (§2.4) and every id mapping (§2.5), then prints one JSON document
-describing the newest generation. Any failed check ends the program with
-exit status 2 and a message `FAIL [check]: detail` on stderr; a usage error
-exits 1.
+describing the newest generation. Any failed check, or a file that cannot
+be read, ends the program with exit status 3 and a message
+`FAIL [check]: detail` on stderr; a usage error exits 2 (argparse).
 
 Needs Python 3.11 and, for the digests and the id lookups (XXH3-64 and
 XXH3-128), the `xxhash` package. Without it those checks are skipped with a
@@ -631,10 +631,10 @@ def main() -> int:
         doc = read(a.file, a.ids_limit, a.bits_limit)
     except FormatError as e:
         print(f"read_scopecache: {e}", file=sys.stderr)
-        return 2
+        return 3
     except OSError as e:
         print(f"read_scopecache: cannot read {a.file}: {e}", file=sys.stderr)
-        return 2
+        return 3
     except (struct.error, IndexError) as e:
         # Every length is checked before it is used; this is a reader bug or
         # a structure FORMAT.md does not describe.
@@ -642,7 +642,7 @@ def main() -> int:
             f"read_scopecache: FAIL [bounds]: read past a checked region: {e}",
             file=sys.stderr,
         )
-        return 2
+        return 3
     json.dump(doc, sys.stdout, ensure_ascii=False)
     sys.stdout.write("\n")
     return 0
