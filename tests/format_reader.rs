@@ -624,18 +624,12 @@ fn a_mapping_of_many_blocks() {
     assert!(doc["entries"][0]["nodes"].get("words_hex").is_some());
 }
 
-/// A cache to damage, and where the reader says its regions are.
-fn damaged_copy(dir: &Path, name: &str, at: impl Fn(&Value) -> u64) -> PathBuf {
-    let src = dir.join("clean.cache");
-    if !src.exists() {
-        let specs: Vec<Spec> = sample::scopes().iter().map(Spec::from_sample).collect();
-        drop(write(&src, &specs));
-    }
-    let doc = read(&src, &[]);
-    let mut bytes = std::fs::read(&src).unwrap();
-    let pos = at(&doc) as usize;
-    bytes[pos] ^= 0x01;
-    let dst = dir.join(name);
+/// A copy of `src` named `name` in its directory, with the byte at `pos`
+/// flipped by one bit.
+fn damaged_copy(src: &Path, name: &str, pos: u64) -> PathBuf {
+    let mut bytes = std::fs::read(src).unwrap();
+    bytes[pos as usize] ^= 0x01;
+    let dst = src.with_file_name(name);
     std::fs::write(&dst, bytes).unwrap();
     dst
 }
@@ -646,46 +640,46 @@ fn a_flipped_byte_is_detected_by_the_reader() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let entry = |doc: &Value, key: &str| -> Value {
-        doc["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["key"] == json!(key))
-            .unwrap()
-            .clone()
-    };
-    let map = |doc: &Value, k: u64| -> Value { doc["maps"][k as usize].clone() };
+    let clean = dir.path().join("clean.cache");
+    let specs: Vec<Spec> = sample::scopes().iter().map(Spec::from_sample).collect();
+    drop(write(&clean, &specs));
+    let doc = read(&clean, &[]);
+    let gamma = doc["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["key"] == json!("gamma"))
+        .unwrap();
+    let map = |k: u64| &doc["maps"][k as usize];
 
     // A bitset: the last word of gamma's 67 node bits.
-    let p = damaged_copy(d, "bitset.cache", |doc| {
-        u(&entry(doc, "gamma")["nodes"]["offset"]) + 8
-    });
+    let p = damaged_copy(&clean, "bitset.cache", u(&gamma["nodes"]["offset"]) + 8);
     refused(&p, "bitset crc");
     // A mapping's body (its first block), its block CRC table, its header.
-    let p = damaged_copy(d, "block.cache", |doc| {
-        let m = map(doc, u(&entry(doc, "gamma")["node_map"]));
-        u(&m["body_offset"])
-    });
+    let p = damaged_copy(
+        &clean,
+        "block.cache",
+        u(&map(u(&gamma["node_map"]))["body_offset"]),
+    );
     refused(&p, "mapping block crc");
-    let p = damaged_copy(d, "table.cache", |doc| u(&map(doc, 0)["offset"]) + 64);
+    let p = damaged_copy(&clean, "table.cache", u(&map(0)["offset"]) + 64);
     refused(&p, "mapping block table crc");
-    let p = damaged_copy(d, "header.cache", |doc| u(&map(doc, 1)["offset"]) + 8);
+    let p = damaged_copy(&clean, "header.cache", u(&map(1)["offset"]) + 8);
     refused(&p, "mapping header crc");
     // The index.
-    let p = damaged_copy(d, "index.cache", |doc| {
-        u(&doc["index_offset"]) + u(&doc["index_len"]) / 2
-    });
+    let p = damaged_copy(
+        &clean,
+        "index.cache",
+        u(&doc["index_offset"]) + u(&doc["index_len"]) / 2,
+    );
     refused(&p, "index crc");
 
     // The newest superblock: the reader falls back to the older one, as
     // the crate does, and that older generation is still complete.
-    let p = damaged_copy(d, "superblock.cache", |doc| u(&doc["slot"]) * 4096 + 20);
-    let clean = read(&d.join("clean.cache"), &[]);
+    let p = damaged_copy(&clean, "superblock.cache", u(&doc["slot"]) * 4096 + 20);
     let older = read(&p, &[]);
-    assert_eq!(u(&older["generation"]) + 1, u(&clean["generation"]));
-    assert_eq!(older["slot"], json!(1 - u(&clean["slot"])));
+    assert_eq!(u(&older["generation"]) + 1, u(&doc["generation"]));
+    assert_eq!(older["slot"], json!(1 - u(&doc["slot"])));
     let cache = ScopeCache::open(
         &p,
         CacheConfig {
@@ -701,15 +695,17 @@ fn a_flipped_byte_is_detected_by_the_reader() {
     );
 
     // Both superblocks: not a scopecache file any more.
-    let mut bytes = std::fs::read(d.join("clean.cache")).unwrap();
+    let mut bytes = std::fs::read(&clean).unwrap();
     bytes[0] ^= 0xFF;
     bytes[4096] ^= 0xFF;
-    std::fs::write(d.join("nomagic.cache"), bytes).unwrap();
-    refused(&d.join("nomagic.cache"), "superblock");
+    let p = clean.with_file_name("nomagic.cache");
+    std::fs::write(&p, bytes).unwrap();
+    refused(&p, "superblock");
 }
 
 /// `bytes` with its newest generation's index changed by `f` (given the
-/// index and the position of its `entries` elements) and its CRCs made right again, as FORMAT.md lays them out.
+/// index and the position of its `entries` elements) and its CRCs made
+/// right again, as FORMAT.md lays them out.
 fn recommitted(bytes: &[u8], doc: &Value, f: impl FnOnce(&mut [u8], usize)) -> Vec<u8> {
     let mut b = bytes.to_vec();
     let sb = u(&doc["slot"]) as usize * 4096;
