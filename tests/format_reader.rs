@@ -652,9 +652,27 @@ fn a_flipped_byte_is_detected_by_the_reader() {
         .unwrap();
     let map = |k: u64| &doc["maps"][k as usize];
 
+    // The crate's verify must find each of these too.
+    let crate_finds_it = |p: &Path| {
+        let cache = ScopeCache::open(
+            p,
+            CacheConfig {
+                read_only: true,
+                ..config()
+            },
+        )
+        .unwrap();
+        let report = cache.verify().unwrap();
+        assert!(
+            !report.problems.is_empty(),
+            "{}: verify found nothing",
+            p.display()
+        );
+    };
     // A bitset: the last word of gamma's 67 node bits.
     let p = damaged_copy(&clean, "bitset.cache", u(&gamma["nodes"]["offset"]) + 8);
     refused(&p, "bitset crc");
+    crate_finds_it(&p);
     // A mapping's body (its first block), its block CRC table, its header.
     let p = damaged_copy(
         &clean,
@@ -662,17 +680,30 @@ fn a_flipped_byte_is_detected_by_the_reader() {
         u(&map(u(&gamma["node_map"]))["body_offset"]),
     );
     refused(&p, "mapping block crc");
+    crate_finds_it(&p);
     let p = damaged_copy(&clean, "table.cache", u(&map(0)["offset"]) + 64);
     refused(&p, "mapping block table crc");
+    crate_finds_it(&p);
     let p = damaged_copy(&clean, "header.cache", u(&map(1)["offset"]) + 8);
     refused(&p, "mapping header crc");
-    // The index.
+    crate_finds_it(&p);
+    // The index: the crate refuses to open the file.
     let p = damaged_copy(
         &clean,
         "index.cache",
         u(&doc["index_offset"]) + u(&doc["index_len"]) / 2,
     );
     refused(&p, "index crc");
+    assert!(matches!(
+        ScopeCache::open(
+            &p,
+            CacheConfig {
+                read_only: true,
+                ..config()
+            }
+        ),
+        Err(scopecache::Error::Corrupt { .. })
+    ));
 
     // The newest superblock: the reader falls back to the older one, as
     // the crate does, and that older generation is still complete.
