@@ -1,6 +1,6 @@
 //! A small, fully known cache: three scopes with tiny bitsets, one id
-//! mapping shared by two of them. Used by the corruption, golden and fuzz
-//! seed tests.
+//! mapping shared by two of them. Used by the corruption, golden, fuzz seed
+//! and FORMAT.md reader tests.
 #![allow(dead_code)]
 
 use bitvec::prelude::*;
