@@ -36,6 +36,7 @@
 #[cfg(target_endian = "big")]
 compile_error!("scopecache maps little-endian words in place and needs a little-endian target");
 
+pub mod algebra;
 mod cache;
 mod clock;
 mod compact;
@@ -56,6 +57,7 @@ mod source;
 mod stats;
 mod txn;
 
+pub use algebra::{Counts, Coverage};
 pub use cache::{ScopeCache, ScopeData};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::CacheConfig;

@@ -1,0 +1,263 @@
+//! The covered ids of a scope: iterating the set bits and naming them.
+
+use crate::error::Result;
+use crate::idmap::IdMap;
+use crate::scope::Scope;
+use std::iter::FusedIterator;
+
+/// The positions of the set bits of a bitset's words, in increasing order;
+/// see [`Scope::covered_node_indices`].
+///
+/// Invariant: yields only positions below the bitset's length, even if the
+/// last word carries bits past it.
+#[derive(Clone, Debug)]
+pub struct CoveredIndices<'a> {
+    words: &'a [u64],
+    /// Index of the word after `cur`'s.
+    next: usize,
+    /// The remaining set bits of the current word.
+    cur: u64,
+    /// Bit position of bit 0 of `cur`.
+    base: usize,
+    /// The bitset's length in bits.
+    len: usize,
+}
+
+impl<'a> CoveredIndices<'a> {
+    /// The set bits below `len` of `words`.
+    pub(crate) fn new(words: &'a [u64], len: usize) -> CoveredIndices<'a> {
+        let words = &words[..words.len().min(len.div_ceil(64))];
+        CoveredIndices {
+            words,
+            next: 0,
+            cur: 0,
+            base: 0,
+            len,
+        }
+    }
+}
+
+impl Iterator for CoveredIndices<'_> {
+    type Item = u32;
+
+    #[inline]
+    fn next(&mut self) -> Option<u32> {
+        while self.cur == 0 {
+            let w = *self.words.get(self.next)?;
+            self.base = self.next * 64;
+            self.next += 1;
+            self.cur = w;
+        }
+        let i = self.base + self.cur.trailing_zeros() as usize;
+        self.cur &= self.cur - 1;
+        if i >= self.len {
+            // Bits past the end (only a damaged file has them): stop.
+            self.cur = 0;
+            self.next = self.words.len();
+            return None;
+        }
+        // Below len, which is a mapping's length and so fits a u32.
+        Some(i as u32)
+    }
+}
+
+impl FusedIterator for CoveredIndices<'_> {}
+
+/// The ids of the set bits of a scope, in index order, as `&str`; see
+/// [`Scope::covered_node_ids`].
+///
+/// If the mapping fails a check while being read (a damaged file), the
+/// iterator ends early; [`CoveredIds::failed`] then says so (the failure is
+/// logged too). Use [`TryCoveredIds`] to get the error itself.
+#[derive(Clone, Debug)]
+pub struct CoveredIds<'a> {
+    inner: TryCoveredIds<'a>,
+    failed: bool,
+}
+
+impl CoveredIds<'_> {
+    /// True once the iterator ended early because the mapping failed a check.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+}
+
+impl<'a> Iterator for CoveredIds<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        if self.failed {
+            return None;
+        }
+        match self.inner.next()? {
+            Ok(id) => Some(id),
+            Err(_) => {
+                self.failed = true;
+                None
+            }
+        }
+    }
+}
+
+impl FusedIterator for CoveredIds<'_> {}
+
+/// The ids of the set bits of a scope, each as `Ok(id)`, or `Err` for an id
+/// whose check failed; see [`Scope::try_covered_node_ids`]. Once one item is
+/// `Err` the iterator ends.
+#[derive(Clone, Debug)]
+pub struct TryCoveredIds<'a> {
+    bits: CoveredIndices<'a>,
+    map: &'a IdMap,
+    done: bool,
+}
+
+impl<'a> Iterator for TryCoveredIds<'a> {
+    type Item = Result<&'a str>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Result<&'a str>> {
+        if self.done {
+            return None;
+        }
+        let i = self.bits.next()?;
+        match self.map.try_id(i) {
+            Ok(Some(id)) => Some(Ok(id)),
+            Ok(None) => {
+                self.done = true;
+                Some(Err(crate::Error::LengthMismatch {
+                    what: "covered ids",
+                    bits: u64::from(i) + 1,
+                    ids: self.map.len() as u64,
+                }))
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl FusedIterator for TryCoveredIds<'_> {}
+
+fn try_ids<'a>(words: &'a [u64], bits: usize, map: &'a IdMap) -> TryCoveredIds<'a> {
+    TryCoveredIds {
+        bits: CoveredIndices::new(words, bits.min(map.len())),
+        map,
+        done: false,
+    }
+}
+
+/// Covered ids and membership, for any scope. These read the bitset words
+/// and the mapping in place; none allocates.
+impl Scope {
+    /// The positions of the covered nodes, in increasing order.
+    ///
+    /// Cost: a `trailing_zeros` and a clear per set bit, one load per word.
+    ///
+    /// ```
+    /// # fn main() -> scopecache::Result<()> {
+    /// # use scopecache::{CacheConfig, IdMap, ScopeCache, ScopeData};
+    /// # use bitvec::prelude::*;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = ScopeCache::open(dir.path().join("c"), CacheConfig::default())?;
+    /// # let ids = IdMap::from_ids(["a", "b", "c"])?;
+    /// # let bits = bitvec![u64, Lsb0; 1, 0, 1];
+    /// # let attributes = serde_json::Map::new();
+    /// # cache.put("k", &ScopeData { nodes: &bits, links: &bits, node_ids: &ids, link_ids: &ids, attributes: &attributes })?;
+    /// let scope = cache.get("k")?.expect("stored");
+    /// assert_eq!(scope.covered_node_indices().collect::<Vec<_>>(), [0, 2]);
+    /// # Ok(()) }
+    /// ```
+    pub fn covered_node_indices(&self) -> CoveredIndices<'_> {
+        CoveredIndices::new(self.node_words(), self.nodes().len())
+    }
+
+    /// The positions of the covered links; see
+    /// [`covered_node_indices`](Scope::covered_node_indices).
+    pub fn covered_link_indices(&self) -> CoveredIndices<'_> {
+        CoveredIndices::new(self.link_words(), self.links().len())
+    }
+
+    /// The ids of the covered nodes, in index order.
+    ///
+    /// Cost per id: finding the next set bit, then [`IdMap::id`] (two
+    /// sequential reads and a UTF-8 check). If the mapping is found damaged
+    /// the iterator ends early and [`CoveredIds::failed`] is true; see
+    /// [`try_covered_node_ids`](Scope::try_covered_node_ids) for the error.
+    ///
+    /// ```
+    /// # fn main() -> scopecache::Result<()> {
+    /// # use scopecache::{CacheConfig, IdMap, ScopeCache, ScopeData};
+    /// # use bitvec::prelude::*;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = ScopeCache::open(dir.path().join("c"), CacheConfig::default())?;
+    /// # let ids = IdMap::from_ids(["a", "b", "c"])?;
+    /// # let bits = bitvec![u64, Lsb0; 1, 0, 1];
+    /// # let attributes = serde_json::Map::new();
+    /// # cache.put("k", &ScopeData { nodes: &bits, links: &bits, node_ids: &ids, link_ids: &ids, attributes: &attributes })?;
+    /// let scope = cache.get("k")?.expect("stored");
+    /// assert_eq!(scope.covered_node_ids().collect::<Vec<_>>(), ["a", "c"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn covered_node_ids(&self) -> CoveredIds<'_> {
+        CoveredIds {
+            inner: self.try_covered_node_ids(),
+            failed: false,
+        }
+    }
+
+    /// The ids of the covered links; see
+    /// [`covered_node_ids`](Scope::covered_node_ids).
+    pub fn covered_link_ids(&self) -> CoveredIds<'_> {
+        CoveredIds {
+            inner: self.try_covered_link_ids(),
+            failed: false,
+        }
+    }
+
+    /// The ids of the covered nodes, each as `Ok(id)`, or one final
+    /// `Err(Error::Corrupt)` if the mapping fails a check.
+    pub fn try_covered_node_ids(&self) -> TryCoveredIds<'_> {
+        try_ids(self.node_words(), self.nodes().len(), self.node_ids())
+    }
+
+    /// The ids of the covered links; see
+    /// [`try_covered_node_ids`](Scope::try_covered_node_ids).
+    pub fn try_covered_link_ids(&self) -> TryCoveredIds<'_> {
+        try_ids(self.link_words(), self.links().len(), self.link_ids())
+    }
+
+    /// Whether node `id` is covered: `None` when `id` is not in the node
+    /// mapping (or the mapping is found damaged).
+    ///
+    /// Cost: one [`IdMap::index_of`] and a bit test.
+    ///
+    /// ```
+    /// # fn main() -> scopecache::Result<()> {
+    /// # use scopecache::{CacheConfig, IdMap, ScopeCache, ScopeData};
+    /// # use bitvec::prelude::*;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let cache = ScopeCache::open(dir.path().join("c"), CacheConfig::default())?;
+    /// # let ids = IdMap::from_ids(["a", "b", "c"])?;
+    /// # let bits = bitvec![u64, Lsb0; 1, 0, 1];
+    /// # let attributes = serde_json::Map::new();
+    /// # cache.put("k", &ScopeData { nodes: &bits, links: &bits, node_ids: &ids, link_ids: &ids, attributes: &attributes })?;
+    /// let scope = cache.get("k")?.expect("stored");
+    /// assert_eq!(scope.node_covered("a"), Some(true));
+    /// assert_eq!(scope.node_covered("b"), Some(false));
+    /// assert_eq!(scope.node_covered("zz"), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn node_covered(&self, id: &str) -> Option<bool> {
+        let i = self.node_ids().index_of(id)?;
+        self.nodes().get(i as usize).map(|b| *b)
+    }
+
+    /// Whether link `id` is covered; see [`node_covered`](Scope::node_covered).
+    pub fn link_covered(&self, id: &str) -> Option<bool> {
+        let i = self.link_ids().index_of(id)?;
+        self.links().get(i as usize).map(|b| *b)
+    }
+}
