@@ -408,3 +408,66 @@ fn a_result_put_back_writes_no_mapping() {
     ));
     assert!(cache.get("bad").unwrap().is_none());
 }
+
+#[test]
+fn covered_ids_that_are_not_ascii_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ScopeCache::open(dir.path().join("c"), config()).unwrap();
+    let names = ["é", "a", "日本", "", "z\u{1F600}", "b"];
+    let map = IdMap::from_ids(names).unwrap();
+    let bits = bitvec![u64, Lsb0; 1, 0, 1, 1, 1, 0];
+    cache
+        .put(
+            "k",
+            &ScopeData {
+                nodes: &bits,
+                links: &bits,
+                node_ids: &map,
+                link_ids: &map,
+                attributes: &attrs(),
+            },
+        )
+        .unwrap();
+    let s = cache.get("k").unwrap().unwrap();
+    assert_eq!(
+        s.covered_node_ids().collect::<Vec<_>>(),
+        ["é", "日本", "", "z\u{1F600}"]
+    );
+    assert_eq!(s.node_covered("日本"), Some(true));
+    assert_eq!(s.node_covered("b"), Some(false));
+}
+
+/// A damaged mapping ends the covered ids with an error, never a wrong id.
+#[test]
+fn covered_ids_of_a_damaged_mapping_end_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c");
+    let n = 5000;
+    let nodes: Vec<bool> = (0..n).map(|i| i % 2 == 0).collect();
+    drop(store(&path, &[(nodes, vec![true; 3])], n, 3));
+    // Damage the string of node id "n4000" in the file.
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"n4000")
+        .expect("the id is in the file");
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let cache = ScopeCache::open(&path, config()).unwrap();
+    let s = cache.get("s0").unwrap().expect("the bitsets are intact");
+    let mut it = s.covered_node_ids();
+    let got: Vec<&str> = it.by_ref().collect();
+    assert!(it.failed());
+    assert!(got.len() < n / 2, "{} ids", got.len());
+    for (k, id) in got.iter().enumerate() {
+        assert_eq!(*id, format!("n{}", 2 * k));
+    }
+    let tried: Vec<scopecache::Result<&str>> = s.try_covered_node_ids().collect();
+    assert!(
+        matches!(tried.last(), Some(Err(Error::Corrupt { .. }))),
+        "{:?}",
+        tried.last()
+    );
+    assert!(tried[..tried.len() - 1].iter().all(|r| r.is_ok()));
+}

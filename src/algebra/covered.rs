@@ -1,7 +1,7 @@
 //! The covered ids of a scope: iterating the set bits and naming them.
 
 use crate::error::Result;
-use crate::idmap::IdMap;
+use crate::idmap::{IdCursor, IdMap};
 use crate::scope::Scope;
 use std::iter::FusedIterator;
 
@@ -105,11 +105,32 @@ impl FusedIterator for CoveredIds<'_> {}
 /// The ids of the set bits of a scope, each as `Ok(id)`, or `Err` for an id
 /// whose check failed; see [`Scope::try_covered_node_ids`]. Once one item is
 /// `Err` the iterator ends.
-#[derive(Clone, Debug)]
 pub struct TryCoveredIds<'a> {
     bits: CoveredIndices<'a>,
     map: &'a IdMap,
+    ids: IdCursor<'a>,
     done: bool,
+}
+
+impl Clone for TryCoveredIds<'_> {
+    fn clone(&self) -> Self {
+        TryCoveredIds {
+            bits: self.bits.clone(),
+            map: self.map,
+            ids: self.map.cursor(),
+            done: self.done,
+        }
+    }
+}
+
+impl std::fmt::Debug for TryCoveredIds<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TryCoveredIds")
+            .field("bits", &self.bits)
+            .field("map", self.map)
+            .field("done", &self.done)
+            .finish()
+    }
 }
 
 impl<'a> Iterator for TryCoveredIds<'a> {
@@ -121,7 +142,7 @@ impl<'a> Iterator for TryCoveredIds<'a> {
             return None;
         }
         let i = self.bits.next()?;
-        match self.map.try_id(i) {
+        match self.ids.try_id(i) {
             Ok(Some(id)) => Some(Ok(id)),
             Ok(None) => {
                 self.done = true;
@@ -145,6 +166,7 @@ fn try_ids<'a>(words: &'a [u64], bits: usize, map: &'a IdMap) -> TryCoveredIds<'
     TryCoveredIds {
         bits: CoveredIndices::new(words, bits.min(map.len())),
         map,
+        ids: map.cursor(),
         done: false,
     }
 }
@@ -182,8 +204,9 @@ impl Scope {
 
     /// The ids of the covered nodes, in index order.
     ///
-    /// Cost per id: finding the next set bit, then [`IdMap::id`] (two
-    /// sequential reads and a UTF-8 check). If the mapping is found damaged
+    /// Cost per id: finding the next set bit, then the reads of
+    /// [`IdMap::id`] (the offsets pair and the string, both sequential) and
+    /// an ASCII check (a full UTF-8 check for ids that are not ASCII). If the mapping is found damaged
     /// the iterator ends early and [`CoveredIds::failed`] is true; see
     /// [`try_covered_node_ids`](Scope::try_covered_node_ids) for the error.
     ///
