@@ -2,10 +2,10 @@
 
 use std::sync::OnceLock;
 
-/// Words a thread is given at least: below this, starting a thread costs
-/// more than the work it takes over (a spawn is tens of microseconds, a
-/// word of input a fraction of a nanosecond).
-const MIN_WORDS_PER_THREAD: usize = 32 * 1024;
+/// Input words a thread is given at least: below this, starting a thread
+/// costs more than the work it takes over (a spawn costs tens of
+/// microseconds, an input word a fraction of a nanosecond).
+const MIN_WORK_PER_THREAD: usize = 128 * 1024;
 
 /// Chunks handed to threads start on a multiple of this many words, so
 /// that no two threads write into one cache line of the output.
@@ -22,11 +22,12 @@ fn cores() -> usize {
 }
 
 /// How many threads to use for an output of `words` words computed from
-/// `inputs` input slices of that length.
+/// `inputs` input slices of that length: one per 128 Ki input words, one
+/// chunk of at least [`ALIGN_WORDS`] output words each, at most one per core.
 pub(crate) fn threads_for(words: usize, inputs: usize) -> usize {
     let work = words.saturating_mul(inputs.max(1));
-    (work / (MIN_WORDS_PER_THREAD * 4))
-        .min(words / MIN_WORDS_PER_THREAD)
+    (work / MIN_WORK_PER_THREAD)
+        .min(words / ALIGN_WORDS)
         .clamp(1, cores().min(MAX_THREADS))
 }
 
@@ -88,6 +89,7 @@ mod tests {
     fn small_work_stays_on_one_thread() {
         assert_eq!(threads_for(1000, 50), 1);
         assert_eq!(threads_for(0, 0), 1);
-        assert!(threads_for(1 << 22, 50) >= 1);
+        assert_eq!(threads_for(100, 100_000), 1);
+        assert_eq!(threads_for(62_500, 50), cores().min(MAX_THREADS));
     }
 }
