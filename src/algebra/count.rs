@@ -9,6 +9,7 @@
 //! `u32` output. The block (256 words of input, 16 KiB of counters) stays in
 //! the L1 cache while the inputs stream past.
 
+use super::alloc::zeroed_u32;
 use super::split::{split_into, threads_for};
 
 /// Input words per block; the counters of a block take 64 bytes per word.
@@ -39,7 +40,7 @@ const fn spread_table() -> [u64; 256] {
 /// (each at least `bits.div_ceil(64)` words long) that have it set.
 pub(crate) fn count(inputs: &[&[u64]], bits: usize) -> Vec<u32> {
     let words = bits.div_ceil(64);
-    let mut out = vec![0u32; words * 64];
+    let mut out = zeroed_u32(words * 64);
     let threads = threads_for(words, inputs.len());
     split_into(&mut out, words, 64, threads, |first, chunk| {
         let mut acc = vec![0u64; BLOCK * 8];
@@ -97,6 +98,19 @@ mod tests {
         assert_eq!(SPREAD[0x80], 1 << 56);
         assert_eq!(SPREAD[0xFF], 0x0101_0101_0101_0101);
         assert_eq!(SPREAD[0b101], 0x0001_0001);
+    }
+
+    #[test]
+    fn every_bit_position_lands_on_its_own_counter() {
+        for bit in [
+            0usize, 1, 7, 8, 9, 55, 56, 63, 64, 100, 127, 200, 16_383, 16_384, 20_000,
+        ] {
+            let mut words = vec![0u64; 20_001usize.div_ceil(64)];
+            words[bit / 64] |= 1 << (bit % 64);
+            let c = count(&[&words, &words], 20_001);
+            assert_eq!(c[bit], 2, "bit {bit}");
+            assert_eq!(c.iter().map(|&x| u64::from(x)).sum::<u64>(), 2, "bit {bit}");
+        }
     }
 
     #[test]

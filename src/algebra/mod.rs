@@ -54,6 +54,7 @@
 //! # Ok(()) }
 //! ```
 
+mod alloc;
 mod count;
 mod covered;
 mod operands;
