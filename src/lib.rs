@@ -30,6 +30,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Scopes of one graph can be compared without copying them out:
+//! [`algebra`] computes unions, intersections, differences and per-id
+//! counts word by word over their mapped bitsets, [`Scope::covered_node_ids`]
+//! names what a scope covers, and [`ScopeCache::put_coverage`] stores a
+//! result with the inputs' mappings. [`ScopeCache::get_or_compute`] computes
+//! a missing scope once however many threads and processes miss it together.
+//!
 //! The file format is documented byte by byte in FORMAT.md.
 #![deny(missing_docs)]
 
