@@ -218,6 +218,8 @@ fn a_killed_computer_is_taken_over_at_once() {
         assert_eq!(st.puts, 1, "round {round}: the scope is stored once");
         assert_eq!(st.total_entries, 1);
         assert!(cache.verify().unwrap().is_clean());
+        // The killed claimant's file was taken over and deleted with the claim.
+        assert_eq!(std::fs::read_dir(cache.claims_dir()).unwrap().count(), 0);
         assert!(
             took < Duration::from_millis(100),
             "round {round}: took {took:?} to take over"
