@@ -17,6 +17,13 @@ pub(crate) fn zeroed_u32(n: usize) -> Vec<u32> {
     v
 }
 
+/// A zeroed vector of `n` words, advised for huge pages if large.
+pub(crate) fn zeroed_u64(n: usize) -> Vec<u64> {
+    let mut v = vec![0u64; n];
+    advise_huge(v.as_mut_ptr().cast(), std::mem::size_of_val(v.as_slice()));
+    v
+}
+
 /// Asks the kernel to back the whole huge pages inside `len` bytes at
 /// `ptr` with huge pages. Only advice: contents and validity do not change,
 /// and a refusal is ignored.

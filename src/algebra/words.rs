@@ -7,6 +7,7 @@
 //! loops are plain `u64` operations over slices of equal length, which the
 //! compiler vectorises to the widest registers the target allows.
 
+use super::alloc::zeroed_u64;
 use super::split::{split_into, threads_for};
 
 /// Output words per block: 16 KiB, half a typical L1 data cache.
@@ -27,7 +28,7 @@ pub(crate) enum Op {
 /// vector of `words` words; the bits of the last word at or past `bits` are
 /// cleared. `inputs` must not be empty.
 pub(crate) fn combine(op: Op, inputs: &[&[u64]], words: usize, bits: usize) -> Vec<u64> {
-    let mut out = vec![0u64; words];
+    let mut out = zeroed_u64(words);
     let threads = threads_for(words, inputs.len());
     split_into(&mut out, words, 1, threads, |first, chunk| {
         for (b, blk) in chunk.chunks_mut(BLOCK).enumerate() {
