@@ -277,7 +277,7 @@ impl ScopeCache {
                 };
             }
             std::thread::sleep(pause.min(opts.timeout - waited));
-            pause = (pause * 2).min(opts.max_poll.max(MIN_POLL));
+            pause = pause.saturating_mul(2).min(opts.max_poll.max(MIN_POLL));
         }
     }
 
