@@ -142,6 +142,14 @@ fn eight_processes_race_and_one_computes() {
     let st = cache.stats().unwrap();
     assert_eq!(st.puts, 1);
     assert_eq!(st.total_entries, 1);
+    // Each racer that looked before the put missed once: the computer and
+    // at least one waiter did (the computation takes 300 ms), so there was
+    // a race to lose.
+    assert!(st.misses >= 2, "only {} racers missed", st.misses);
+    eprintln!(
+        "get_or_compute: {} of 8 racers missed the key; one computed it",
+        st.misses
+    );
     check_scope(KEY, &cache.get(KEY).unwrap().unwrap()).unwrap();
     assert_eq!(
         std::fs::read_dir(cache.claims_dir()).unwrap().count(),
