@@ -362,6 +362,10 @@ fn a_result_put_back_writes_no_mapping() {
 
     let after = cache.stats().unwrap();
     let growth = std::fs::metadata(&path).unwrap().len() - size_before;
+    eprintln!(
+        "put_coverage: file grew {growth} bytes; bitsets {}, mappings {mapping_bytes}",
+        (n.div_ceil(64) + l.div_ceil(64)) * 8
+    );
     let bitset_bytes = (n.div_ceil(64) * 8 + l.div_ceil(64) * 8) as u64;
     assert_eq!(after.stored_mappings, before.stored_mappings);
     assert_eq!(after.stored_mappings, 2);
