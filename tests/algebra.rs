@@ -475,3 +475,28 @@ fn covered_ids_of_a_damaged_mapping_end_with_an_error() {
     );
     assert!(tried[..tried.len() - 1].iter().all(|r| r.is_ok()));
 }
+
+/// A result not stored back names its ids through the inputs' mappings.
+#[test]
+fn a_result_names_its_ids_through_the_inputs_mappings() {
+    let n = 300;
+    let scopes: Vec<Pair> = (0..3)
+        .map(|k| ((0..n).map(|i| (i + k) % 7 == 0).collect(), vec![k == 1; 65]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (_cache, got) = store(&dir.path().join("c"), &scopes, n, 65);
+    let refs: Vec<&Scope> = got.iter().collect();
+    let u = algebra::union(&refs).unwrap();
+    let want: Vec<String> = (0..n)
+        .filter(|&i| (0..3).any(|k| (i + k) % 7 == 0))
+        .map(|i| format!("n{i}"))
+        .collect();
+    assert_eq!(u.covered_node_ids(got[0].node_ids()).collect::<Vec<_>>(), want);
+    assert_eq!(u.covered_link_ids(got[0].link_ids()).count(), 65);
+    // Through a mapping too short for the result, the iteration fails
+    // instead of naming wrong or missing ids.
+    let short = ids("n", 10);
+    let mut it = u.covered_node_ids(&short);
+    assert_eq!(it.by_ref().collect::<Vec<_>>(), ["n0", "n5", "n6", "n7"]);
+    assert!(it.failed());
+}

@@ -5,6 +5,8 @@ use crate::idmap::{IdCursor, IdMap};
 use crate::scope::Scope;
 use std::iter::FusedIterator;
 
+use super::Coverage;
+
 /// The positions of the set bits of a bitset's words, in increasing order;
 /// see [`Scope::covered_node_indices`].
 ///
@@ -50,14 +52,16 @@ impl Iterator for CoveredIndices<'_> {
         }
         let i = self.base + self.cur.trailing_zeros() as usize;
         self.cur &= self.cur - 1;
-        if i >= self.len {
-            // Bits past the end (only a damaged file has them): stop.
-            self.cur = 0;
-            self.next = self.words.len();
-            return None;
+        match u32::try_from(i) {
+            Ok(i) if (i as usize) < self.len => Some(i),
+            _ => {
+                // Bits past the end (only a damaged file has them), or past
+                // the largest position a mapping has: stop.
+                self.cur = 0;
+                self.next = self.words.len();
+                None
+            }
         }
-        // Below len, which is a mapping's length and so fits a u32.
-        Some(i as u32)
     }
 }
 
@@ -164,10 +168,44 @@ impl FusedIterator for TryCoveredIds<'_> {}
 
 fn try_ids<'a>(words: &'a [u64], bits: usize, map: &'a IdMap) -> TryCoveredIds<'a> {
     TryCoveredIds {
-        bits: CoveredIndices::new(words, bits.min(map.len())),
+        bits: CoveredIndices::new(words, bits),
         map,
         ids: map.cursor(),
         done: false,
+    }
+}
+
+/// The ids a result covers, named through the inputs' mappings.
+impl Coverage {
+    /// The ids of the nodes in the result, in index order, named by
+    /// `node_ids`: the node mapping of the scopes it was computed from
+    /// (`scope.node_ids()`). If the result has more bits than `node_ids`
+    /// has ids (another mapping was passed), the iterator ends at the first
+    /// set bit past the mapping's end and [`CoveredIds::failed`] is true.
+    ///
+    /// ```
+    /// # fn main() -> scopecache::Result<()> {
+    /// use scopecache::{Coverage, IdMap};
+    /// use bitvec::prelude::*;
+    /// let ids = IdMap::from_ids(["a", "b", "c"])?;
+    /// let c = Coverage { nodes: bitvec![u64, Lsb0; 0, 1, 1], links: BitVec::new() };
+    /// assert_eq!(c.covered_node_ids(&ids).collect::<Vec<_>>(), ["b", "c"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn covered_node_ids<'a>(&'a self, node_ids: &'a IdMap) -> CoveredIds<'a> {
+        CoveredIds {
+            inner: try_ids(self.nodes.as_raw_slice(), self.nodes.len(), node_ids),
+            failed: false,
+        }
+    }
+
+    /// The ids of the links in the result, named by `link_ids`; see
+    /// [`covered_node_ids`](Coverage::covered_node_ids).
+    pub fn covered_link_ids<'a>(&'a self, link_ids: &'a IdMap) -> CoveredIds<'a> {
+        CoveredIds {
+            inner: try_ids(self.links.as_raw_slice(), self.links.len(), link_ids),
+            failed: false,
+        }
     }
 }
 
