@@ -123,6 +123,55 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Scopes combined word by word by [`crate::algebra`] do not share one
+    /// id mapping (same digest and length) for their nodes or their links.
+    #[error(
+        "the {what} id mappings of scopes {left:?} and {right:?} differ; \
+         combine only scopes whose bits mean the same ids"
+    )]
+    MappingMismatch {
+        /// `"nodes"` or `"links"`.
+        what: &'static str,
+        /// The key of the first scope.
+        left: String,
+        /// The key of the scope whose mapping differs from the first's.
+        right: String,
+    },
+    /// An operation over a list of scopes was given none.
+    #[error("{op}: no scopes given; at least one is needed")]
+    NoScopes {
+        /// The operation, for example `"union"`.
+        op: &'static str,
+    },
+    /// The computation passed to [`crate::ScopeCache::get_or_compute`] failed.
+    /// Its claim on the key was released, so another caller may try again.
+    #[error("computing scope {key:?} failed: {source}")]
+    Compute {
+        /// The key being computed.
+        key: String,
+        /// The computation's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// [`crate::ScopeCache::get_or_compute`] waited for another caller's
+    /// computation of the key longer than its timeout allowed.
+    #[error("waited {waited:?} for another process to compute scope {key:?}; giving up")]
+    ComputeTimeout {
+        /// The key waited for.
+        key: String,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// A scope was stored by [`crate::ScopeCache::get_or_compute`] but was
+    /// gone (evicted or expired) before it could be read back.
+    #[error(
+        "scope {key:?} was stored but gone before it could be read back \
+         (evicted or expired: see max_entries, max_size_bytes and ttl)"
+    )]
+    StoredButGone {
+        /// The key.
+        key: String,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, scopecache::Error>`.

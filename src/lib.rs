@@ -30,17 +30,26 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Scopes of one graph can be compared without copying them out:
+//! [`algebra`] computes unions, intersections, differences and per-id
+//! counts word by word over their mapped bitsets, [`Scope::covered_node_ids`]
+//! names what a scope covers, and [`ScopeCache::put_coverage`] stores a
+//! result with the inputs' mappings. [`ScopeCache::get_or_compute`] computes
+//! a missing scope once however many threads and processes miss it together.
+//!
 //! The file format is documented byte by byte in FORMAT.md.
 #![deny(missing_docs)]
 
 #[cfg(target_endian = "big")]
 compile_error!("scopecache maps little-endian words in place and needs a little-endian target");
 
+pub mod algebra;
 mod bitset;
 mod cache;
 mod clock;
 mod commit;
 mod compact;
+mod compute;
 mod config;
 mod current;
 mod error;
@@ -54,6 +63,7 @@ pub mod io;
 mod key;
 mod mapping;
 mod open;
+mod parts;
 mod scope;
 mod snapshot;
 mod source;
@@ -64,12 +74,15 @@ mod stats;
 pub mod testing;
 mod verify;
 
+pub use algebra::{Counts, Coverage};
 pub use cache::{ScopeCache, ScopeData};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compute::{ComputeError, GetOrCompute, OnTimeout};
 pub use config::CacheConfig;
 pub use error::{Error, Result};
 pub use format::FORMAT_VERSION;
 pub use idmap::IdMap;
 pub use key::MAX_KEY_LEN;
+pub use parts::ScopeParts;
 pub use scope::{EntryInfo, Scope};
 pub use stats::{CacheStats, CompactReport, MaintainReport, Problem, VerifyReport};

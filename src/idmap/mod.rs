@@ -40,6 +40,7 @@
 
 mod build;
 mod check;
+mod cursor;
 mod layout;
 mod lookup;
 #[cfg(test)]
@@ -53,6 +54,7 @@ use crate::source::{AlignedBuf, RegionSource};
 use crate::{Error, Result};
 
 pub(crate) use build::BuildOptions;
+pub(crate) use cursor::IdCursor;
 use layout::{Header, Layout};
 
 /// A bijection between `N` distinct id strings and the positions `0..N`.

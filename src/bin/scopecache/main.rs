@@ -4,6 +4,7 @@
 //! Exit codes: 0 success, 1 error, 2 usage error, 3 `verify` found
 //! corruption. Errors go to stderr as `scopecache: <file>: <cause>`.
 
+mod algebra;
 mod demo;
 mod export;
 mod fmt;
@@ -31,7 +32,7 @@ pub const EXIT_CORRUPT: u8 = 3;
     version,
     about = "Inspect, maintain, export and migrate scopecache files, and run the standard demo workload.",
     after_help = "Exit codes: 0 ok, 1 error, 2 usage error, 3 `verify` found corruption.\n\
-                  Commands that only read (stats, list, info, verify, export) open the file read-only \
+                  Commands that only read (stats, list, info, verify, export, covered, counts) open the file read-only \
                   and never create it."
 )]
 struct Cli {
@@ -78,6 +79,17 @@ enum Cmd {
     /// Migrate a cache directory written by the original Python cache manager.
     #[command(long_about = import_python::LONG_ABOUT)]
     ImportPython(import_python::ImportArgs),
+    /// Store the union of scopes (what any of them covers) as a new scope
+    /// sharing their id mappings.
+    Union(algebra::SetArgs),
+    /// Store the intersection of scopes (what all of them cover) as a new scope.
+    Intersection(algebra::SetArgs),
+    /// Store what the first scope covers and none of the others do as a new scope.
+    Difference(algebra::DiffArgs),
+    /// Print the ids a scope covers, one per line, in index order.
+    Covered(algebra::CoveredArgs),
+    /// Count how many of the scopes cover each id; print the least covered.
+    Counts(algebra::CountsArgs),
 }
 
 /// The cache file argument, with the configuration flags.
@@ -245,6 +257,11 @@ fn main() -> ExitCode {
         Cmd::Verify(a) => ops::verify(&a, json),
         Cmd::Export(a) => export::run(&a, json),
         Cmd::ImportPython(a) => import_python::run(&a, json),
+        Cmd::Union(a) => algebra::set(algebra::SetOp::Union, &a, json),
+        Cmd::Intersection(a) => algebra::set(algebra::SetOp::Intersection, &a, json),
+        Cmd::Difference(a) => algebra::difference(&a, json),
+        Cmd::Covered(a) => algebra::covered(&a, json),
+        Cmd::Counts(a) => algebra::counts(&a, json),
     };
     match result {
         Ok(code) => ExitCode::from(code),
