@@ -355,6 +355,25 @@ fn a_damaged_or_missing_object_fails_the_pull_and_stores_nothing() {
         .replace("\"bits\": 1500", "\"bits\": 1501");
     bucket.put(manifest, text.into_bytes());
     assert!(matches!(remote.pull(&b, "k"), Err(Error::RemoteCorrupt { .. })));
+    bucket.put(manifest, good.clone());
+    // A mapping that hashes to its name but is not a valid mapping (as a
+    // hostile machine could push): the full check refuses it.
+    let m: Value = serde_json::from_slice(&good).unwrap();
+    let map_name = m["node_ids"]["object"].as_str().unwrap().to_owned();
+    let mut crafted = bucket.get(&ObjPath::from(format!("objects/{map_name}")));
+    let at = crafted.len() - 1;
+    crafted[at] ^= 1;
+    let crafted_name = blake3::hash(&crafted).to_hex().to_string();
+    bucket.put(&ObjPath::from(format!("objects/{crafted_name}")), crafted);
+    let text = String::from_utf8(good.clone())
+        .unwrap()
+        .replace(&map_name, &crafted_name);
+    bucket.put(manifest, text.into_bytes());
+    match remote.pull(&b, "k") {
+        Err(Error::RemoteCorrupt { what, .. }) => assert!(what.contains("not a valid id mapping"), "{what}"),
+        other => panic!("expected a refused mapping, got {other:?}"),
+    }
+    assert!(b.list().unwrap().is_empty());
     bucket.put(manifest, good);
     // Whole again: the pull succeeds.
     remote.pull(&b, "k").unwrap().unwrap();
@@ -456,4 +475,70 @@ fn gc_deletes_old_scopes_and_unreferenced_objects_only() {
     let b = open(&dir.path().join("b.cache"), None);
     assert!(remote.pull(&b, "old").unwrap().is_none());
     remote.pull(&b, "new").unwrap().unwrap();
+}
+
+#[test]
+fn the_commands_push_pull_list_and_gc() {
+    let Some(server) = S3Server::start() else { return };
+    server.create_bucket("cli-bucket");
+    let dir = tempfile::tempdir().unwrap();
+    let (fa, fb) = (dir.path().join("a.cache"), dir.path().join("b.cache"));
+    {
+        let a = open(&fa, None);
+        let graph = Graph::new(800, 1600);
+        for i in 0..3 {
+            graph.put(&a, &format!("cli-{i}"), i);
+        }
+    }
+    let run = |args: &[&str]| -> (i32, Value) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_scopecache"))
+            .arg("--json")
+            .args(args)
+            .env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", s3server::KEY_ID)
+            .env("AWS_SECRET_ACCESS_KEY", s3server::SECRET)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), v)
+    };
+    let url = "s3://cli-bucket/x";
+    let fa_s = fa.to_str().unwrap();
+    let fb_s = fb.to_str().unwrap();
+    let (code, v) = run(&["push", fa_s, "--remote", url]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["pushed"].as_array().unwrap().len(), 3);
+    assert_eq!(v["pushed"][1]["objects_present"], 2, "{v}");
+    let (code, v) = run(&["remote-list", "--remote", url]);
+    assert_eq!(code, 0);
+    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(v[0]["key"], "cli-0");
+    let (code, v) = run(&["pull", fb_s, "--remote", url, "cli-2", "cli-0"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["pulled"][1]["objects_local"], 2, "{v}");
+    let (code, v) = run(&["pull", fb_s, "--remote", url, "missing"]);
+    assert_eq!((code, v["not_in_bucket"][0].as_str()), (1, Some("missing")));
+    let b = open(&fb, None);
+    assert_same(
+        &open(&fa, None).get("cli-2").unwrap().unwrap(),
+        &b.get("cli-2").unwrap().unwrap(),
+    );
+    drop(b);
+    let (code, v) = run(&[
+        "remote-gc",
+        "--remote",
+        url,
+        "--older-than",
+        "0",
+        "--grace-hours",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["deleted_keys"].as_array().unwrap().len(), 3);
+    assert_eq!(v["deleted_objects"], 2 + 6);
+    let (code, _) = run(&["push", fa_s, "--remote", "http://not-s3"]);
+    assert_eq!(code, 1);
 }

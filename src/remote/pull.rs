@@ -33,7 +33,7 @@ pub struct PullReport {
 /// A mapping for the new entry: the local file's, or downloaded.
 enum MapSource {
     Local(IdMap),
-    Remote(ObjectName, u64),
+    Remote(u64),
 }
 
 impl Remote {
@@ -85,40 +85,39 @@ impl Remote {
                 }
             }
         }
-        let node_src = self.map_source(
-            cache,
-            c.node_ids,
-            c.node_digest,
-            c.m.node_ids.count,
-            c.m.node_ids.bytes,
-        )?;
+        let node_src = self.map_source(cache, c.node_digest, c.m.node_ids.count, c.m.node_ids.bytes)?;
         let link_src = if c.link_ids == c.node_ids {
             None
         } else {
-            Some(self.map_source(
-                cache,
-                c.link_ids,
-                c.link_digest,
-                c.m.link_ids.count,
-                c.m.link_ids.bytes,
-            )?)
+            Some(self.map_source(cache, c.link_digest, c.m.link_ids.count, c.m.link_ids.bytes)?)
         };
         let received = AtomicU64::new(0);
         let counted = |n: u64| {
             received.fetch_add(n, Ordering::Relaxed);
             progress(n);
         };
-        let fetch = |src: &MapSource| {
-            let src = match src {
+        // A downloaded mapping is checked on a thread of its own as soon as
+        // it has arrived, while the other objects are still coming.
+        let fetch = |src: &MapSource, name: ObjectName, digest: u128| {
+            let wanted = match src {
                 MapSource::Local(_) => None,
-                MapSource::Remote(name, len) => Some((*name, *len)),
+                MapSource::Remote(len) => Some(*len),
             };
             let counted = &counted;
             async move {
-                match src {
-                    None => Ok(None),
-                    Some((name, len)) => self.download(name, len, counted).await.map(Some),
-                }
+                let Some(len) = wanted else { return Ok(None) };
+                let buf = self.download(name, len, counted).await?;
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::Builder::new()
+                    .name("scopecache-verify".into())
+                    .spawn(move || {
+                        let _ = tx.send(IdMap::from_buf(buf));
+                    })
+                    .map_err(|e| Error::Config(format!("cannot start a thread to check a mapping: {e}")))?;
+                let checked = rx
+                    .await
+                    .map_err(|_| Error::Config("the mapping check thread stopped".into()))?;
+                self.checked_map(checked, name, digest, len).map(Some)
             }
         };
         let (bits, maps) = self.run(async {
@@ -126,38 +125,38 @@ impl Remote {
                 self.download(c.nodes, c.m.nodes.bytes, &counted),
                 self.download(c.links, c.m.links.bytes, &counted),
             );
-            let none = MapSource::Local(IdMap::from_ids(Vec::<String>::new())?);
-            let maps = try_join(fetch(&node_src), fetch(link_src.as_ref().unwrap_or(&none)));
+            let link_fetch = async {
+                match &link_src {
+                    Some(src) => fetch(src, c.link_ids, c.link_digest).await,
+                    None => Ok(None),
+                }
+            };
+            let maps = try_join(fetch(&node_src, c.node_ids, c.node_digest), link_fetch);
             try_join(bits, maps).await
         })??;
         let (node_buf, link_buf) = bits;
-        let (node_map_buf, link_map_buf) = maps;
+        let (node_map, link_map) = maps;
         for src in std::iter::once(&node_src).chain(link_src.as_ref()) {
             match src {
                 MapSource::Local(_) => report.objects_local += 1,
                 MapSource::Remote(..) => report.objects_downloaded += 1,
             }
         }
-        report.objects_downloaded += if c.links == c.nodes { 1 } else { 2 };
+        report.objects_downloaded += 2;
         report.bytes_downloaded = received.load(Ordering::Relaxed);
 
-        let nodes = self.bits_of(&c, &node_buf, c.nodes, c.m.nodes.bits)?;
-        let links = self.bits_of(&c, &link_buf, c.links, c.m.links.bits)?;
-        // Check the new mappings, each on its own thread.
-        let (node_ids, link_ids) = std::thread::scope(|s| {
-            let n = s.spawn(|| self.map_of(&node_src, node_map_buf, c.node_ids, c.node_digest));
-            let l = match &link_src {
-                Some(src) => self.map_of(src, link_map_buf, c.link_ids, c.link_digest),
-                None => Err(Error::Config(String::new())),
-            };
-            let n = n
-                .join()
-                .unwrap_or_else(|_| Err(Error::Config("the mapping check thread panicked".into())));
-            (n, l)
-        });
-        let node_ids = node_ids?;
-        let link_ids = match link_src {
-            Some(_) => link_ids?,
+        let nodes = self.bits_of(&node_buf, c.nodes, c.m.nodes.bits)?;
+        let links = self.bits_of(&link_buf, c.links, c.m.links.bits)?;
+        let pick = |src: &MapSource, got: Option<IdMap>, name: ObjectName| match (src, got) {
+            (MapSource::Local(m), _) => Ok(m.clone()),
+            (MapSource::Remote(..), Some(m)) => Ok(m),
+            (MapSource::Remote(..), None) => {
+                Err(self.corrupt(&self.layout.object(&name), "mapping was not downloaded"))
+            }
+        };
+        let node_ids = pick(&node_src, node_map, c.node_ids)?;
+        let link_ids = match &link_src {
+            Some(src) => pick(src, link_map, c.link_ids)?,
             None => node_ids.clone(),
         };
         let now = cache.config().clock.now();
@@ -198,14 +197,7 @@ impl Remote {
 
     /// Where a mapping will come from: the local file when it holds one
     /// with this digest, count and size, else the bucket.
-    fn map_source(
-        &self,
-        cache: &ScopeCache,
-        name: ObjectName,
-        digest: u128,
-        count: u64,
-        len: u64,
-    ) -> Result<MapSource> {
+    fn map_source(&self, cache: &ScopeCache, digest: u128, count: u64, len: u64) -> Result<MapSource> {
         match cache.stored_map(digest, count, len) {
             Ok(Some(m)) => return Ok(MapSource::Local(m)),
             Ok(None) => {}
@@ -214,37 +206,24 @@ impl Remote {
                 cache.path().display()
             ),
         }
-        Ok(MapSource::Remote(name, len))
+        Ok(MapSource::Remote(len))
     }
 
-    /// The mapping for the new entry, checked in full when downloaded.
-    fn map_of(
-        &self,
-        src: &MapSource,
-        buf: Option<AlignedBuf>,
-        name: ObjectName,
-        digest: u128,
-    ) -> Result<IdMap> {
+    /// A downloaded mapping after its full check, which must also give the
+    /// manifest's digest and size.
+    fn checked_map(&self, checked: Result<IdMap>, name: ObjectName, digest: u128, len: u64) -> Result<IdMap> {
         let path = self.layout.object(&name);
-        let (MapSource::Remote(_, len), Some(buf)) = (src, buf) else {
-            return match src {
-                MapSource::Local(m) => Ok(m.clone()),
-                MapSource::Remote(..) => Err(self.corrupt(&path, "mapping was not downloaded")),
-            };
-        };
-        let map =
-            IdMap::from_buf(buf).map_err(|e| self.corrupt(&path, format!("not a valid id mapping: {e}")))?;
-        if map.digest() != digest || map.region_len() != *len {
+        let map = checked.map_err(|e| self.corrupt(&path, format!("not a valid id mapping: {e}")))?;
+        if map.digest() != digest || map.region_len() != len {
             return Err(self.corrupt(&path, "the mapping's digest or size differs from its manifest"));
         }
-        lock(&self.names).insert((digest, *len), name);
+        lock(&self.names).insert((digest, len), name);
         Ok(map)
     }
 
     /// The bitset in `buf`: `bits` bits, the rest of the last word zero.
     fn bits_of<'b>(
         &self,
-        _c: &Checked,
         buf: &'b AlignedBuf,
         name: ObjectName,
         bits: u64,

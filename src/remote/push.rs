@@ -11,7 +11,7 @@ use crate::remote::{lock, Remote};
 use crate::scope::Scope;
 use crate::source::words_as_bytes;
 use bytes::Bytes;
-use futures_util::future::try_join_all;
+use futures_util::future::{try_join, try_join_all};
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 /// What became of the manifest in a push.
@@ -62,6 +62,14 @@ impl AsRef<[u8]> for Part {
             _ => self.scope.link_ids().region_bytes(),
         }
     }
+}
+
+/// The next step with a manifest.
+enum Step {
+    /// Leave it: the outcome is known.
+    Done(ManifestOutcome),
+    /// Write it with this (conditional) mode.
+    Put(PutMode),
 }
 
 /// How many times a push reads and conditionally replaces a manifest that
@@ -146,12 +154,14 @@ impl Remote {
             }
         }
         self.run(async {
-            let done = try_join_all(objects.iter().map(|(name, bytes)| async {
+            // The manifest is read while the objects go up; it is written
+            // only after every object is in the bucket.
+            let uploads = try_join_all(objects.iter().map(|(name, bytes)| async {
                 let up = self.upload(*name, bytes.clone()).await?;
                 Ok::<_, Error>((up, bytes.len() as u64))
-            }))
-            .await?;
-            let outcome = self.write_manifest(&manifest).await?;
+            }));
+            let (done, first) = try_join(uploads, self.manifest_step(&manifest)).await?;
+            let outcome = self.write_manifest(&manifest, first).await?;
             let mut r = PushReport {
                 key: manifest.key.clone(),
                 objects_uploaded: 0,
@@ -196,37 +206,53 @@ impl Remote {
         n
     }
 
+    /// What to do with the key's manifest: nothing (it names this version or
+    /// a later one), or a conditional put on the ETag read just now.
+    async fn manifest_step(&self, m: &Manifest) -> Result<Step> {
+        let path = self.layout.manifest(&m.key);
+        match self.store.get(&path).await {
+            Ok(res) => {
+                let meta = res.meta.clone();
+                if meta.size > MAX_MANIFEST_BYTES {
+                    return Err(self.corrupt(&path, format!("manifest of {} bytes", meta.size)));
+                }
+                let bytes = res.bytes().await.map_err(|e| self.error(&path, "get", e))?;
+                match Manifest::decode(&bytes, Some(&m.key)) {
+                    Ok(cur) if cur.m.created_at > m.created_at => {
+                        return Ok(Step::Done(ManifestOutcome::KeptNewer))
+                    }
+                    Ok(cur) if cur.m.created_at == m.created_at && cur.m.same_version(m) => {
+                        return Ok(Step::Done(ManifestOutcome::Unchanged))
+                    }
+                    Ok(_) => {}
+                    Err(why) => log::warn!("{}: replacing a damaged manifest: {why}", self.location(&path)),
+                }
+                Ok(Step::Put(PutMode::Update(UpdateVersion {
+                    e_tag: meta.e_tag,
+                    version: meta.version,
+                })))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(Step::Put(PutMode::Create)),
+            Err(e) => Err(self.error(&path, "get", e)),
+        }
+    }
+
     /// Replaces the key's manifest with `m` unless it names a version created
-    /// later, by a conditional put on the ETag read just before; a put that
-    /// loses a race reads again.
-    async fn write_manifest(&self, m: &Manifest) -> Result<ManifestOutcome> {
+    /// later, by a conditional put on the ETag read just before (`first`,
+    /// read while the objects were uploaded); a put that loses a race reads
+    /// again.
+    async fn write_manifest(&self, m: &Manifest, first: Step) -> Result<ManifestOutcome> {
         let path = self.layout.manifest(&m.key);
         let body = Bytes::from(m.encode());
+        let mut step = Some(first);
         for _ in 0..MANIFEST_TRIES {
-            let mode = match self.store.get(&path).await {
-                Ok(res) => {
-                    let meta = res.meta.clone();
-                    if meta.size > MAX_MANIFEST_BYTES {
-                        return Err(self.corrupt(&path, format!("manifest of {} bytes", meta.size)));
-                    }
-                    let bytes = res.bytes().await.map_err(|e| self.error(&path, "get", e))?;
-                    match Manifest::decode(&bytes, Some(&m.key)) {
-                        Ok(cur) if cur.m.created_at > m.created_at => return Ok(ManifestOutcome::KeptNewer),
-                        Ok(cur) if cur.m.created_at == m.created_at && cur.m.same_version(m) => {
-                            return Ok(ManifestOutcome::Unchanged)
-                        }
-                        Ok(_) => {}
-                        Err(why) => {
-                            log::warn!("{}: replacing a damaged manifest: {why}", self.location(&path))
-                        }
-                    }
-                    PutMode::Update(UpdateVersion {
-                        e_tag: meta.e_tag,
-                        version: meta.version,
-                    })
-                }
-                Err(object_store::Error::NotFound { .. }) => PutMode::Create,
-                Err(e) => return Err(self.error(&path, "get", e)),
+            let mode = match step.take() {
+                Some(s) => s,
+                None => self.manifest_step(m).await?,
+            };
+            let mode = match mode {
+                Step::Done(outcome) => return Ok(outcome),
+                Step::Put(mode) => mode,
             };
             let opts = PutOptions {
                 mode,
