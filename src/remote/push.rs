@@ -11,7 +11,7 @@ use crate::remote::{lock, Remote};
 use crate::scope::Scope;
 use crate::source::words_as_bytes;
 use bytes::Bytes;
-use futures_util::future::{try_join, try_join_all};
+use futures_util::future::try_join_all;
 use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion};
 
 /// What became of the manifest in a push.
@@ -92,8 +92,10 @@ impl Remote {
     /// size is in the bucket, local read errors.
     ///
     /// Cost: a BLAKE3 pass over the bitsets (and over each mapping the first
-    /// time this handle sees it), one HEAD per object, one PUT per missing
-    /// object, and a GET and a PUT of the manifest.
+    /// time this handle sees it), a GET of the manifest, one HEAD per object
+    /// the current manifest does not name, one PUT per missing object, and a
+    /// PUT of the manifest unless it names this version (or a later one)
+    /// already: a push that finds everything in place is one request.
     pub fn push(&self, cache: &ScopeCache, key: &str) -> Result<Option<PushReport>> {
         let Some(scope) = cache.get_local(key)? else {
             return Ok(None);
@@ -154,13 +156,24 @@ impl Remote {
             }
         }
         self.run(async {
-            // The manifest is read while the objects go up; it is written
-            // only after every object is in the bucket.
-            let uploads = try_join_all(objects.iter().map(|(name, bytes)| async {
+            // The manifest first: the objects the current version names are
+            // in the bucket (a push writes them before its manifest), so
+            // they need no HEAD; when it names this very version, or a
+            // later one, nothing is sent at all.
+            let (first, named) = self.manifest_step(&manifest).await?;
+            let (send, skip): (Vec<_>, Vec<_>) = match &first {
+                Step::Done(_) => (
+                    Vec::new(),
+                    objects.iter().filter(|(n, _)| named.contains(n)).collect(),
+                ),
+                Step::Put(_) => objects.iter().partition(|(n, _)| !named.contains(n)),
+            };
+            let mut done = try_join_all(send.iter().map(|(name, bytes)| async {
                 let up = self.upload(*name, bytes.clone()).await?;
                 Ok::<_, Error>((up, bytes.len() as u64))
-            }));
-            let (done, first) = try_join(uploads, self.manifest_step(&manifest)).await?;
+            }))
+            .await?;
+            done.extend(skip.iter().map(|(_, b)| (Uploaded::Present, b.len() as u64)));
             let outcome = self.write_manifest(&manifest, first).await?;
             let mut r = PushReport {
                 key: manifest.key.clone(),
@@ -208,7 +221,9 @@ impl Remote {
 
     /// What to do with the key's manifest: nothing (it names this version or
     /// a later one), or a conditional put on the ETag read just now.
-    async fn manifest_step(&self, m: &Manifest) -> Result<Step> {
+    ///
+    /// Also returns the objects the current manifest names.
+    async fn manifest_step(&self, m: &Manifest) -> Result<(Step, Vec<ObjectName>)> {
         let path = self.layout.manifest(&m.key);
         match self.store.get(&path).await {
             Ok(res) => {
@@ -217,22 +232,26 @@ impl Remote {
                     return Err(self.corrupt(&path, format!("manifest of {} bytes", meta.size)));
                 }
                 let bytes = res.bytes().await.map_err(|e| self.error(&path, "get", e))?;
+                let mut named = Vec::new();
                 match Manifest::decode(&bytes, Some(&m.key)) {
-                    Ok(cur) if cur.m.created_at > m.created_at => {
-                        return Ok(Step::Done(ManifestOutcome::KeptNewer))
+                    Ok(cur) => {
+                        named = vec![cur.nodes, cur.links, cur.node_ids, cur.link_ids];
+                        if cur.m.created_at > m.created_at {
+                            return Ok((Step::Done(ManifestOutcome::KeptNewer), named));
+                        }
+                        if cur.m.created_at == m.created_at && cur.m.same_version(m) {
+                            return Ok((Step::Done(ManifestOutcome::Unchanged), named));
+                        }
                     }
-                    Ok(cur) if cur.m.created_at == m.created_at && cur.m.same_version(m) => {
-                        return Ok(Step::Done(ManifestOutcome::Unchanged))
-                    }
-                    Ok(_) => {}
                     Err(why) => log::warn!("{}: replacing a damaged manifest: {why}", self.location(&path)),
                 }
-                Ok(Step::Put(PutMode::Update(UpdateVersion {
+                let mode = PutMode::Update(UpdateVersion {
                     e_tag: meta.e_tag,
                     version: meta.version,
-                })))
+                });
+                Ok((Step::Put(mode), named))
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(Step::Put(PutMode::Create)),
+            Err(object_store::Error::NotFound { .. }) => Ok((Step::Put(PutMode::Create), Vec::new())),
             Err(e) => Err(self.error(&path, "get", e)),
         }
     }
@@ -248,7 +267,7 @@ impl Remote {
         for _ in 0..MANIFEST_TRIES {
             let mode = match step.take() {
                 Some(s) => s,
-                None => self.manifest_step(m).await?,
+                None => self.manifest_step(m).await?.0,
             };
             let mode = match mode {
                 Step::Done(outcome) => return Ok(outcome),
