@@ -351,6 +351,14 @@ impl IdMap {
         IdMap::from_buf(buf)
     }
 
+    /// Like [`IdMap::from_buf`] but with the checks of `open` alone (header
+    /// and block table); body blocks are checked as lookups first read them.
+    #[cfg(feature = "remote")]
+    pub(crate) fn from_buf_unverified(buf: AlignedBuf) -> Result<IdMap> {
+        let len = buf.as_bytes().len();
+        IdMap::open(Arc::new(buf), 0, len)
+    }
+
     /// [`IdMap::from_region_bytes`] of a buffer the caller filled.
     pub(crate) fn from_buf(buf: AlignedBuf) -> Result<IdMap> {
         let len = buf.as_bytes().len();

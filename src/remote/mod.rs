@@ -100,6 +100,8 @@ pub struct Remote {
     names: Mutex<HashMap<(u128, u64), ObjectName>>,
     /// Keys whose write-through push failed, for [`Remote::flush`].
     pending: Mutex<BTreeSet<String>>,
+    /// See [`RemoteConfig::verify_mappings`].
+    verify_mappings: bool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -159,6 +161,7 @@ impl Remote {
                 ))
             })?;
         Ok(Remote {
+            verify_mappings: config.verify_mappings,
             layout: Layout::new(&config.url),
             url: config.url,
             store: Arc::new(store),

@@ -43,8 +43,9 @@ impl Remote {
     ///
     /// Mappings the local file holds already (by content digest) are not
     /// downloaded. Every downloaded object must hash to its name, and every
-    /// downloaded mapping pass [`IdMap::verify`]; otherwise the pull fails
-    /// and nothing is stored. The entry keeps the scope's creation time; its
+    /// downloaded mapping pass [`IdMap::verify`] (unless
+    /// [`RemoteConfig::verify_mappings`](crate::remote::RemoteConfig::verify_mappings)
+    /// is off); otherwise the pull fails and nothing is stored. The entry keeps the scope's creation time; its
     /// last access is now.
     ///
     /// Errors: `RemoteMissing` (an object the manifest names is not in the
@@ -108,10 +109,15 @@ impl Remote {
                 let Some(len) = wanted else { return Ok(None) };
                 let buf = self.download(name, len, counted).await?;
                 let (tx, rx) = tokio::sync::oneshot::channel();
+                let full = self.verify_mappings;
                 std::thread::Builder::new()
                     .name("scopecache-verify".into())
                     .spawn(move || {
-                        let _ = tx.send(IdMap::from_buf(buf));
+                        let _ = tx.send(if full {
+                            IdMap::from_buf(buf)
+                        } else {
+                            IdMap::from_buf_unverified(buf)
+                        });
                     })
                     .map_err(|e| Error::Config(format!("cannot start a thread to check a mapping: {e}")))?;
                 let checked = rx
