@@ -5,8 +5,8 @@
 //! the scopes they compute through one bucket: [`Remote::push`] uploads a
 //! scope of a local file, [`Remote::pull`] brings one into another machine's
 //! file. With [`crate::CacheConfig::remote`] set, the cache does both by
-//! itself: a [`ScopeCache::get`] that misses locally pulls the scope
-//! (read-through), and [`ScopeCache::put`] pushes what it stored
+//! itself: a [`ScopeCache::get`](crate::ScopeCache::get) that misses locally pulls the scope
+//! (read-through), and [`ScopeCache::put`](crate::ScopeCache::put) pushes what it stored
 //! (write-through).
 //!
 //! # Layout in the bucket
