@@ -156,6 +156,16 @@ impl ScopeCache {
     /// see [`CacheConfig::verify_bitsets`]) and the headers of its mappings.
     /// Later gets of the same scope cost well under a microsecond.
     pub fn get(&self, key: &str) -> Result<Option<Scope>> {
+        let found = self.get_local(key)?;
+        #[cfg(feature = "remote")] // remote tier hook: read-through on a local miss
+        if found.is_none() {
+            return crate::remote::read_through(self, key);
+        }
+        Ok(found)
+    }
+
+    /// `get` of the local file alone; the remote tier never sees it.
+    pub(crate) fn get_local(&self, key: &str) -> Result<Option<Scope>> {
         key::validate(key)?;
         let snap = self.snapshot()?;
         let Some(pos) = snap.index().find(key) else {
@@ -185,6 +195,21 @@ impl ScopeCache {
             }
             Err(err) => Err(err),
         }
+    }
+
+    /// Remote tier hook: the id mapping stored in the file with this digest,
+    /// id count and region length, opened in place, if the file holds one.
+    #[cfg(feature = "remote")]
+    pub(crate) fn stored_map(&self, digest: u128, count: u64, len: u64) -> Result<Option<IdMap>> {
+        let snap = self.snapshot()?;
+        let found = snap
+            .index()
+            .maps
+            .iter()
+            .find(|m| m.digest() == digest && m.count.to_native() == count && m.len.to_native() == len);
+        let Some(m) = found else { return Ok(None) };
+        let map = snap.file.idmap(&snap.map, m.offset.to_native(), len)?;
+        Ok((map.digest() == digest && map.len() as u64 == count).then_some(map))
     }
 
     fn is_expired(&self, last_access_us: i64, now_us: i64) -> bool {
@@ -238,7 +263,10 @@ impl ScopeCache {
     ///
     /// Cost: writing the bitsets (and the mappings when new), two fsyncs.
     pub fn put(&self, key: &str, data: &ScopeData<'_>) -> Result<()> {
-        self.put_at(key, data, None)
+        self.put_at(key, data, None)?;
+        #[cfg(feature = "remote")] // remote tier hook: write-through after the local commit
+        crate::remote::write_through(self, key);
+        Ok(())
     }
 
     /// Like [`ScopeCache::put`], but records the given creation and last

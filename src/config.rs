@@ -60,6 +60,10 @@ pub struct CacheConfig {
     pub fsync: bool,
     /// The clock used for timestamps, TTL and LRU.
     pub clock: Arc<dyn Clock>,
+    /// The shared remote tier (feature `remote`): a local miss in `get` pulls
+    /// the scope from it, and `put` pushes to it; see [`crate::remote`].
+    #[cfg(feature = "remote")]
+    pub remote: Option<Arc<crate::remote::Remote>>,
     /// The layer all writes go through; `None` is the real file system.
     /// A seam for fault-injection tests.
     #[doc(hidden)]
@@ -81,6 +85,8 @@ impl Default for CacheConfig {
             quarantine_corrupt: false,
             fsync: true,
             clock: Arc::new(SystemClock),
+            #[cfg(feature = "remote")]
+            remote: None,
             io: None,
         }
     }

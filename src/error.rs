@@ -172,6 +172,36 @@ pub enum Error {
         /// The key.
         key: String,
     },
+    /// A request to the remote store failed: the network, a timeout, the
+    /// server's refusal. Nothing was stored locally because of it; trying
+    /// again later is safe.
+    #[error("remote {location}: {op}: {what}")]
+    Remote {
+        /// The bucket URL and the object concerned.
+        location: String,
+        /// What was being done, for example "get", "put", "list".
+        op: &'static str,
+        /// The store's or the network's error.
+        what: String,
+    },
+    /// An object or manifest the remote store should hold is not there (it
+    /// was never pushed, or a `remote gc` deleted it).
+    #[error("remote {location}: not found: {what}")]
+    RemoteMissing {
+        /// The bucket URL and the object concerned.
+        location: String,
+        /// What was looked for.
+        what: String,
+    },
+    /// An object or manifest in the remote store fails its checks: its bytes
+    /// do not hash to its name, or do not decode. It is never stored locally.
+    #[error("remote {location}: damaged: {what}")]
+    RemoteCorrupt {
+        /// The bucket URL and the object concerned.
+        location: String,
+        /// What is wrong, with the expected and the found value.
+        what: String,
+    },
 }
 
 /// Shorthand for `std::result::Result<T, scopecache::Error>`.

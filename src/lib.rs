@@ -64,6 +64,8 @@ mod key;
 mod mapping;
 mod open;
 mod parts;
+#[cfg(feature = "remote")]
+pub mod remote;
 mod scope;
 mod snapshot;
 mod source;

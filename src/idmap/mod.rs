@@ -262,7 +262,6 @@ impl IdMap {
     /// Errors: [`Error::Corrupt`] naming `source.path()` for any failed
     /// check, including an `offset` that is not a multiple of 64 or a range
     /// outside the source.
-    #[cfg_attr(not(test), allow(dead_code, reason = "called by the cache file reader"))]
     pub(crate) fn open(source: Arc<dyn RegionSource>, offset: usize, len: usize) -> Result<IdMap> {
         let header = {
             let path = source.path();
@@ -327,6 +326,47 @@ impl IdMap {
                 reason: OnceLock::new(),
             }),
         })
+    }
+
+    /// Reads a map from a copy of its region bytes (the format of FORMAT.md
+    /// 2.5, as [`IdMap::region_len`] bytes), checking everything
+    /// ([`verify`](IdMap::verify)) before it returns: for bytes that come
+    /// from outside, such as a remote store.
+    ///
+    /// Errors: [`Error::Corrupt`] (with an empty path) naming the first
+    /// failed check.
+    ///
+    /// Cost: one copy of the bytes, then O(len) for the checks.
+    ///
+    /// ```
+    /// use scopecache::IdMap;
+    /// let map = IdMap::from_ids(["a", "b"])?;
+    /// # let bytes = scopecache::idmap::region_bytes_of(&map).to_vec();
+    /// let copy = IdMap::from_region_bytes(&bytes)?;
+    /// assert_eq!(copy.digest(), map.digest());
+    /// assert!(IdMap::from_region_bytes(&bytes[..64]).is_err());
+    /// # Ok::<(), scopecache::Error>(())
+    /// ```
+    pub fn from_region_bytes(bytes: &[u8]) -> Result<IdMap> {
+        let mut buf = AlignedBuf::zeroed(bytes.len());
+        buf.as_bytes_mut().copy_from_slice(bytes);
+        IdMap::from_buf(buf)
+    }
+
+    /// Like [`IdMap::from_buf`] but with the checks of `open` alone (header
+    /// and block table); body blocks are checked as lookups first read them.
+    #[cfg(feature = "remote")]
+    pub(crate) fn from_buf_unverified(buf: AlignedBuf) -> Result<IdMap> {
+        let len = buf.as_bytes().len();
+        IdMap::open(Arc::new(buf), 0, len)
+    }
+
+    /// [`IdMap::from_region_bytes`] of a buffer the caller filled.
+    pub(crate) fn from_buf(buf: AlignedBuf) -> Result<IdMap> {
+        let len = buf.as_bytes().len();
+        let map = IdMap::open(Arc::new(buf), 0, len)?;
+        map.verify()?;
+        Ok(map)
     }
 
     /// The number of ids, N. O(1).
@@ -403,6 +443,12 @@ impl IdMap {
     pub(crate) fn region_bytes(&self) -> &[u8] {
         self.inner.backing.region()
     }
+}
+
+/// The region bytes of `map`, exactly as stored in a cache file (FORMAT.md
+/// 2.5): what [`IdMap::from_region_bytes`] reads back. Zero-copy.
+pub fn region_bytes_of(map: &IdMap) -> &[u8] {
+    map.region_bytes()
 }
 
 impl std::fmt::Debug for IdMap {

@@ -11,6 +11,8 @@ mod fmt;
 mod import_python;
 mod ops;
 mod progress;
+#[cfg(feature = "remote")]
+mod remote;
 
 use clap::{Args, Parser, Subcommand};
 use scopecache::CacheConfig;
@@ -90,6 +92,24 @@ enum Cmd {
     Covered(algebra::CoveredArgs),
     /// Count how many of the scopes cover each id; print the least covered.
     Counts(algebra::CountsArgs),
+    /// Upload scopes of a cache file to a remote bucket (objects it holds
+    /// already are not sent again).
+    #[cfg(feature = "remote")]
+    #[command(long_about = remote::LONG_ABOUT)]
+    Push(remote::TransferArgs),
+    /// Download scopes from a remote bucket into a cache file (creating it
+    /// if missing); every object is checked against its hash first.
+    #[cfg(feature = "remote")]
+    #[command(long_about = remote::LONG_ABOUT)]
+    Pull(remote::TransferArgs),
+    /// List the scopes in a remote bucket.
+    #[cfg(feature = "remote")]
+    #[command(long_about = remote::LONG_ABOUT)]
+    RemoteList(remote::ListArgs),
+    /// Delete old scopes, and the objects no scope names, from a remote bucket.
+    #[cfg(feature = "remote")]
+    #[command(long_about = remote::LONG_ABOUT)]
+    RemoteGc(remote::GcArgs),
 }
 
 /// The cache file argument, with the configuration flags.
@@ -262,6 +282,14 @@ fn main() -> ExitCode {
         Cmd::Difference(a) => algebra::difference(&a, json),
         Cmd::Covered(a) => algebra::covered(&a, json),
         Cmd::Counts(a) => algebra::counts(&a, json),
+        #[cfg(feature = "remote")]
+        Cmd::Push(a) => remote::push(&a, json),
+        #[cfg(feature = "remote")]
+        Cmd::Pull(a) => remote::pull(&a, json),
+        #[cfg(feature = "remote")]
+        Cmd::RemoteList(a) => remote::list(&a, json),
+        #[cfg(feature = "remote")]
+        Cmd::RemoteGc(a) => remote::gc(&a, json),
     };
     match result {
         Ok(code) => ExitCode::from(code),
