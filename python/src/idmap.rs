@@ -1,0 +1,503 @@
+//! `IdMap`: an id mapping (id string <-> position) as a read-only
+//! `collections.abc.Mapping[str, int]`, whether built in this process or read
+//! in place from the cache file; and the conversions of Python ids into one.
+
+use std::cell::Cell;
+
+use pyo3::buffer::{Element, PyBuffer};
+use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use scopecache::IdMap;
+
+use crate::errors::{new_err, py_err, to_py, type_err};
+use crate::pymods;
+
+/// Ids looked up per call of the engine's batch lookup: large enough to
+/// overlap many memory misses, small enough for the slices to stay cached.
+const BATCH_CHUNK: usize = 4096;
+
+/// A read-only mapping from id strings to positions 0..N, and back.
+///
+/// Build one with `IdMap(ids)` from a list of ids in position order or a
+/// dict `{id: position}` (any insertion order, positions exactly 0..N), once,
+/// and reuse it for every put of the same graph: a put recognises a mapping
+/// the file already holds by its digest and writes nothing for it. Mappings
+/// of a gotten scope are read in place from the cache file.
+#[pyclass(frozen, mapping, module = "scopecache", name = "IdMap")]
+pub struct PyIdMap {
+    pub map: IdMap,
+}
+
+/// A `&str` of a Python string for `IdMap::from_ids`; a string that cannot
+/// be encoded (checked before the build, so never in practice) sets `bad`.
+struct StrOf<'a, 'py>(&'a Option<Bound<'py, PyString>>, &'a Cell<bool>);
+
+impl AsRef<str> for StrOf<'_, '_> {
+    fn as_ref(&self) -> &str {
+        match self.0.as_ref().map(|s| s.to_str()) {
+            Some(Ok(s)) => s,
+            _ => {
+                self.1.set(true);
+                ""
+            }
+        }
+    }
+}
+
+fn mapping_err(py: Python<'_>, msg: String) -> PyErr {
+    new_err(py, "MappingError", msg)
+}
+
+/// A short, printable form of an id for messages.
+fn show(s: &Bound<'_, PyString>) -> String {
+    let t = s.to_string_lossy();
+    if t.chars().count() > 64 {
+        format!("{:?}...", t.chars().take(64).collect::<String>())
+    } else {
+        format!("{t:?}")
+    }
+}
+
+/// Builds the map from strings in position order, holding the GIL (the
+/// strings are Python objects). `slots` holds strong references, so no
+/// Python code run meanwhile can free them.
+fn build(py: Python<'_>, slots: &[Option<Bound<'_, PyString>>], what: &str) -> PyResult<IdMap> {
+    let bad = Cell::new(false);
+    let map = IdMap::from_ids(slots.iter().map(|s| StrOf(s, &bad))).map_err(py_err(py))?;
+    if bad.get() {
+        return Err(mapping_err(py, format!("{what}: an id could not be read as UTF-8")));
+    }
+    Ok(map)
+}
+
+/// Checks that `obj` is a str that encodes as UTF-8.
+fn id_str<'py>(obj: Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyString>> {
+    let s = obj
+        .cast_into::<PyString>()
+        .map_err(|e| type_err(&format!("{what}: an id"), "str", e.into_inner().as_any()))?;
+    s.to_str()?;
+    Ok(s)
+}
+
+/// A map from a dict `{id: index}`: the indices must be exactly 0..len.
+pub fn from_dict(py: Python<'_>, d: &Bound<'_, PyDict>, what: &str) -> PyResult<IdMap> {
+    let n = d.len();
+    let mut slots: Vec<Option<Bound<'_, PyString>>> = Vec::new();
+    slots.resize_with(n, || None);
+    for (k, v) in d.iter() {
+        let k = id_str(k, what)?;
+        let i: u64 = v.extract().map_err(|_| {
+            PyTypeError::new_err(format!("{what}: the index of id {} is not an int", show(&k)))
+        })?;
+        let slot = usize::try_from(i).ok().and_then(|i| slots.get_mut(i)).ok_or_else(|| {
+            mapping_err(py, format!("{what}: id {} has index {i}, not in 0..{n}", show(&k)))
+        })?;
+        if let Some(other) = slot {
+            return Err(mapping_err(
+                py,
+                format!("{what}: ids {} and {} both have index {i}: not a bijection", show(other), show(&k)),
+            ));
+        }
+        *slot = Some(k);
+    }
+    if d.len() != n {
+        return Err(mapping_err(py, format!("{what}: the dict changed size while being read")));
+    }
+    // n distinct indices in 0..n: every slot is filled.
+    build(py, &slots, what)
+}
+
+/// A map from a sequence of ids in position order.
+pub fn from_seq(py: Python<'_>, items: &Bound<'_, PyAny>, what: &str) -> PyResult<IdMap> {
+    let mut slots = Vec::with_capacity(items.len().unwrap_or(0));
+    for item in items.try_iter()? {
+        slots.push(Some(id_str(item?, what)?));
+    }
+    build(py, &slots, what)
+}
+
+/// The `IdMap` for a Python value: an `IdMap` as is, a dict `{id: index}`,
+/// or a list, tuple or numpy array of ids in position order.
+pub fn idmap_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<IdMap> {
+    if let Ok(m) = obj.cast::<PyIdMap>() {
+        return Ok(m.get().map.clone());
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        return from_dict(py, d, what);
+    }
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        return from_seq(py, obj, what);
+    }
+    if obj.hasattr("dtype")? && obj.hasattr("tolist")? {
+        let list = obj.call_method0("tolist")?;
+        return from_seq(py, &list, what);
+    }
+    Err(type_err(what, "an IdMap, a dict {id: index} or a list of ids", obj))
+}
+
+/// Ids gathered for a batch lookup: copied out of the Python objects, so
+/// that the lookup can run without the GIL.
+struct Ids {
+    bytes: Vec<u8>,
+    /// End of each id in `bytes`; `usize::MAX` marks an id that cannot be
+    /// in any map (not encodable as UTF-8).
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    fn with_capacity(n: usize) -> Ids {
+        Ids {
+            bytes: Vec::with_capacity(n * 16),
+            ends: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, s: Option<&[u8]>) {
+        match s {
+            Some(b) => {
+                self.bytes.extend_from_slice(b);
+                self.ends.push(self.bytes.len());
+            }
+            None => self.ends.push(usize::MAX),
+        }
+    }
+
+    /// Id `k`, or None when it is unencodable.
+    fn get(&self, k: usize, start: &mut usize) -> Option<&str> {
+        let end = *self.ends.get(k)?;
+        if end == usize::MAX {
+            return None;
+        }
+        let s = self.bytes.get(*start..end);
+        *start = end;
+        // The bytes came from str objects or were encoded here: valid UTF-8.
+        s.and_then(|b| std::str::from_utf8(b).ok())
+    }
+}
+
+/// Gathers the ids of a list, tuple or numpy array (dtype str, bytes or object).
+fn gather(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Ids> {
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        let mut ids = Ids::with_capacity(obj.len()?);
+        for item in obj.try_iter()? {
+            let item = item?;
+            let s = item
+                .cast::<PyString>()
+                .map_err(|_| type_err("index_of_batch: an id", "str", &item))?;
+            ids.push(s.to_str().ok().map(str::as_bytes));
+        }
+        return Ok(ids);
+    }
+    if obj.hasattr("dtype")? {
+        let np = pymods::numpy(py)?;
+        let arr = np.call_method1("ascontiguousarray", (obj,))?;
+        let arr = arr.call_method0("ravel")?;
+        let dtype = arr.getattr("dtype")?;
+        let kind: String = dtype.getattr("kind")?.extract()?;
+        let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+        let n: usize = arr.len()?;
+        match kind.as_str() {
+            "U" => {
+                let width = itemsize / 4;
+                let view = arr.call_method1("view", (np.getattr("uint32")?,))?;
+                let buf = PyBuffer::<u32>::get(&view)?;
+                let cps = buf.to_vec(py)?;
+                let mut ids = Ids::with_capacity(n);
+                let mut tmp = String::new();
+                for k in 0..n {
+                    tmp.clear();
+                    let cell = cps.get(k * width..(k + 1) * width).unwrap_or(&[]);
+                    let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+                    let mut ok = true;
+                    for &c in &cell[..used] {
+                        match char::from_u32(c) {
+                            Some(ch) => tmp.push(ch),
+                            None => ok = false,
+                        }
+                    }
+                    ids.push(ok.then_some(tmp.as_bytes()));
+                }
+                Ok(ids)
+            }
+            "S" => {
+                let view = arr.call_method1("view", (np.getattr("uint8")?,))?;
+                let bytes = PyBuffer::<u8>::get(&view)?.to_vec(py)?;
+                let mut ids = Ids::with_capacity(n);
+                for k in 0..n {
+                    let cell = bytes.get(k * itemsize..(k + 1) * itemsize).unwrap_or(&[]);
+                    let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+                    let s = &cell[..used];
+                    ids.push(std::str::from_utf8(s).is_ok().then_some(s));
+                }
+                Ok(ids)
+            }
+            "O" => gather(py, &arr.call_method0("tolist")?),
+            _ => Err(PyTypeError::new_err(format!(
+                "index_of_batch: a numpy array of ids must have a str, bytes or object dtype, not {}",
+                dtype.str()?
+            ))),
+        }
+    } else {
+        Err(type_err("index_of_batch", "a list, tuple or numpy array of str", obj))
+    }
+}
+
+/// A 1-D numpy array of dtype `dtype` holding a copy of `data`.
+pub fn numpy_from_vec<'py, T: Element>(py: Python<'py>, data: &[T], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+    let np = pymods::numpy(py)?;
+    let arr = np.call_method1("empty", (data.len(), np.getattr(dtype)?))?;
+    if !data.is_empty() {
+        PyBuffer::<T>::get(&arr)?.copy_from_slice(py, data)?;
+    }
+    Ok(arr)
+}
+
+/// The integers of an integer (or bool) numpy array or sequence, as i64.
+pub fn int64_input(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    let np = pymods::numpy(py)?;
+    let arr = np.call_method1("asarray", (obj,))?;
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    let n: usize = arr.getattr("size")?.extract()?;
+    if n > 0 && !matches!(kind.as_str(), "i" | "u" | "b") {
+        return Err(PyTypeError::new_err(format!(
+            "expected integer indices, got an array of dtype kind {kind:?}"
+        )));
+    }
+    let arr = np.call_method1("ascontiguousarray", (arr.call_method0("ravel")?, np.getattr("int64")?))?;
+    PyBuffer::<i64>::get(&arr)?.to_vec(py)
+}
+
+impl PyIdMap {
+    /// The position of `key`, None when absent; Err when the map is corrupt.
+    #[inline]
+    fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Option<u32>> {
+        let Ok(s) = key.cast::<PyString>() else {
+            return Ok(None);
+        };
+        let Ok(k) = s.to_str() else {
+            return Ok(None);
+        };
+        self.map.try_index_of(k).map_err(py_err(py))
+    }
+
+    /// Positions of many ids, -1 for an absent one, without the GIL.
+    pub fn batch(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+        let ids = gather(py, ids)?;
+        let map = &self.map;
+        py.detach(|| -> scopecache::Result<Vec<i64>> {
+            let n = ids.ends.len();
+            let mut out = Vec::with_capacity(n);
+            let mut strs: Vec<&str> = Vec::with_capacity(BATCH_CHUNK);
+            let mut found = vec![None; BATCH_CHUNK];
+            let mut unencodable = Vec::new();
+            let mut start = 0;
+            for lo in (0..n).step_by(BATCH_CHUNK) {
+                let hi = (lo + BATCH_CHUNK).min(n);
+                strs.clear();
+                unencodable.clear();
+                for k in lo..hi {
+                    match ids.get(k, &mut start) {
+                        Some(s) => strs.push(s),
+                        None => {
+                            unencodable.push(k - lo);
+                            strs.push("");
+                        }
+                    }
+                }
+                let found = &mut found[..hi - lo];
+                map.index_of_batch(&strs, found)?;
+                for &u in &unencodable {
+                    if let Some(f) = found.get_mut(u) {
+                        *f = None;
+                    }
+                }
+                out.extend(found.iter().map(|f| f.map_or(-1, i64::from)));
+            }
+            Ok(out)
+        })
+        .map_err(py_err(py))
+    }
+}
+
+#[pymethods]
+impl PyIdMap {
+    /// Builds a map from a list of ids in position order, or from a dict
+    /// `{id: position}` whose positions are exactly 0..len (any order).
+    #[new]
+    fn py_new(py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<PyIdMap> {
+        Ok(PyIdMap {
+            map: idmap_from_py(py, ids, "ids")?,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
+
+    fn __getitem__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<u32> {
+        match self.lookup(py, key)? {
+            Some(i) => Ok(i),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    fn __contains__(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.lookup(py, key)?.is_some())
+    }
+
+    /// The position of `key`, or `default` when absent.
+    #[pyo3(signature = (key, default = None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+        default: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self.lookup(py, key)? {
+            Some(i) => Ok(Some(i.into_pyobject(py)?.into_any())),
+            None => Ok(default),
+        }
+    }
+
+    fn __iter__(slf: Bound<'_, Self>) -> IdMapIter {
+        IdMapIter {
+            map: slf.get().map.clone(),
+            next: 0,
+        }
+    }
+
+    /// A view of the ids, in position order.
+    fn keys<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        pymods::abc(slf.py())?.getattr("KeysView")?.call1((slf,))
+    }
+
+    /// A view of the positions, in order (0..len).
+    fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        pymods::abc(slf.py())?.getattr("ValuesView")?.call1((slf,))
+    }
+
+    /// A view of the (id, position) pairs, in position order.
+    fn items<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        pymods::abc(slf.py())?.getattr("ItemsView")?.call1((slf,))
+    }
+
+    /// The id at position `index`; IndexError outside 0..len.
+    fn id_of<'py>(&self, py: Python<'py>, index: i64) -> PyResult<Bound<'py, PyString>> {
+        let i = u32::try_from(index)
+            .ok()
+            .filter(|&i| (i as usize) < self.map.len())
+            .ok_or_else(|| PyIndexError::new_err(format!("id index {index} out of range 0..{}", self.map.len())))?;
+        match self.map.try_id(i).map_err(py_err(py))? {
+            Some(s) => Ok(PyString::new(py, s)),
+            None => Err(PyIndexError::new_err(format!("id index {index} out of range"))),
+        }
+    }
+
+    /// Positions of many ids at once, as a numpy int64 array (-1 for an
+    /// absent id). Takes a list or tuple of str, or a numpy array of str,
+    /// bytes or objects. The lookups run without the GIL.
+    fn index_of_batch<'py>(&self, py: Python<'py>, ids: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let out = self.batch(py, ids)?;
+        numpy_from_vec(py, &out, "int64")
+    }
+
+    /// Ids of many positions at once, as a list of str (None for a
+    /// position out of range).
+    fn ids_of_batch<'py>(&self, py: Python<'py>, indices: &Bound<'py, PyAny>) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+        let idx = int64_input(py, indices)?;
+        idx.iter()
+            .map(|&i| match u32::try_from(i) {
+                Ok(i) => Ok(self.map.try_id(i).map_err(py_err(py))?.map(|s| PyString::new(py, s))),
+                Err(_) => Ok(None),
+            })
+            .collect()
+    }
+
+    /// The content digest (xxh3-128 of the stored form) as 32 hex digits:
+    /// equal for maps with the same ids in the same order.
+    #[getter]
+    fn digest(&self) -> String {
+        format!("{:032x}", self.map.digest())
+    }
+
+    /// Bytes of the map's stored form.
+    #[getter]
+    fn nbytes(&self) -> u64 {
+        self.map.region_len()
+    }
+
+    /// True once a check of the map's bytes failed in this process.
+    #[getter]
+    fn is_corrupt(&self) -> bool {
+        self.map.is_corrupt()
+    }
+
+    /// Checks every byte of the map (CRCs, structure, digest); raises
+    /// CorruptError on damage. Runs without the GIL.
+    fn verify(&self, py: Python<'_>) -> PyResult<()> {
+        let map = &self.map;
+        py.detach(|| map.verify()).map_err(py_err(py))
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        if let Ok(o) = other.cast::<PyIdMap>() {
+            let o = &o.get().map;
+            let eq = o.len() == self.map.len() && o.digest() == self.map.digest();
+            return Ok(eq.into_pyobject(py)?.to_owned().into_any().unbind());
+        }
+        if let Ok(d) = other.cast::<PyDict>() {
+            if d.len() != self.map.len() {
+                return Ok(false.into_pyobject(py)?.to_owned().into_any().unbind());
+            }
+            for (k, v) in d.iter() {
+                let want: Option<u64> = v.extract().ok();
+                let got = self.lookup(py, &k)?.map(u64::from);
+                if want.is_none() || want != got {
+                    return Ok(false.into_pyobject(py)?.to_owned().into_any().unbind());
+                }
+            }
+            return Ok(true.into_pyobject(py)?.to_owned().into_any().unbind());
+        }
+        Ok(py.NotImplemented())
+    }
+
+    fn __hash__(&self) -> PyResult<isize> {
+        Err(PyTypeError::new_err("unhashable type: 'IdMap'"))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<scopecache.IdMap of {} ids, digest {:032x}>", self.map.len(), self.map.digest())
+    }
+}
+
+/// Iterates a map's ids in position order.
+#[pyclass(module = "scopecache", name = "IdMapIterator")]
+pub struct IdMapIter {
+    map: IdMap,
+    next: usize,
+}
+
+#[pymethods]
+impl IdMapIter {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyString>>> {
+        if self.next >= self.map.len() {
+            return Ok(None);
+        }
+        let i = self.next as u32;
+        self.next += 1;
+        match self.map.try_id(i) {
+            Ok(Some(s)) => Ok(Some(PyString::new(py, s))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(to_py(py, e)),
+        }
+    }
+
+    fn __length_hint__(&self) -> usize {
+        self.map.len().saturating_sub(self.next)
+    }
+}
