@@ -50,6 +50,8 @@ mod index;
 pub mod io;
 mod key;
 mod mapping;
+#[cfg(feature = "migrate")]
+pub mod migrate;
 mod scope;
 mod snapshot;
 mod source;

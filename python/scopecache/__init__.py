@@ -23,6 +23,7 @@ from ._native import (
     IdMap,
     Scope,
     ScopeCache,
+    migrate,
     refresh_logging,
 )
 from .errors import (
@@ -73,5 +74,6 @@ __all__ = [
     "TooManyIdsError",
     "UnsupportedVersionError",
     "errors",
+    "migrate",
     "refresh_logging",
 ]

@@ -40,7 +40,7 @@ pub struct PyScopeCache {
 
 impl PyScopeCache {
     /// The handle for this process, opening the file again after a fork.
-    fn handle(&self, py: Python<'_>) -> PyResult<Arc<ScopeCache>> {
+    pub fn handle(&self, py: Python<'_>) -> PyResult<Arc<ScopeCache>> {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.closed {
             return Err(new_err(

@@ -87,12 +87,24 @@ pub fn from_dict(py: Python<'_>, d: &Bound<'_, PyDict>, what: &str) -> PyResult<
     slots.resize_with(n, || None);
     for (k, v) in d.iter() {
         let k = id_str(k, what)?;
-        let i: u64 = v.extract().map_err(|_| {
-            PyTypeError::new_err(format!("{what}: the index of id {} is not an int", show(&k)))
-        })?;
-        let slot = usize::try_from(i).ok().and_then(|i| slots.get_mut(i)).ok_or_else(|| {
+        let out_of_range = |i: &dyn std::fmt::Display| {
             mapping_err(py, format!("{what}: id {} has index {i}, not in 0..{n}", show(&k)))
-        })?;
+        };
+        let i: i64 = match v.extract() {
+            Ok(i) => i,
+            // An int too large for i64 (a numpy integer converts as well).
+            Err(_) if v.is_instance_of::<pyo3::types::PyInt>() => return Err(out_of_range(&v)),
+            Err(_) => {
+                return Err(PyTypeError::new_err(format!(
+                    "{what}: the index of id {} is not an int",
+                    show(&k)
+                )))
+            }
+        };
+        let slot = usize::try_from(i)
+            .ok()
+            .and_then(|i| slots.get_mut(i))
+            .ok_or_else(|| out_of_range(&i))?;
         if let Some(other) = slot {
             return Err(mapping_err(
                 py,
@@ -136,111 +148,119 @@ pub fn idmap_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyRe
     Err(type_err(what, "an IdMap, a dict {id: index} or a list of ids", obj))
 }
 
-/// Ids gathered for a batch lookup: copied out of the Python objects, so
-/// that the lookup can run without the GIL.
+/// Ids of a numpy array gathered for a batch lookup: copied out of the
+/// array, so that the lookup can run without the GIL.
 struct Ids {
-    bytes: Vec<u8>,
-    /// End of each id in `bytes`; `usize::MAX` marks an id that cannot be
-    /// in any map (not encodable as UTF-8).
+    text: String,
+    /// End of each id in `text`.
     ends: Vec<usize>,
+    /// Positions of ids that cannot be in any map (not valid UTF-8); they
+    /// hold an empty string in `text`.
+    bad: Vec<usize>,
 }
 
 impl Ids {
-    fn with_capacity(n: usize) -> Ids {
+    fn with_capacity(n: usize, bytes: usize) -> Ids {
         Ids {
-            bytes: Vec::with_capacity(n * 16),
+            text: String::with_capacity(bytes),
             ends: Vec::with_capacity(n),
+            bad: Vec::new(),
         }
     }
 
-    fn push(&mut self, s: Option<&[u8]>) {
-        match s {
-            Some(b) => {
-                self.bytes.extend_from_slice(b);
-                self.ends.push(self.bytes.len());
-            }
-            None => self.ends.push(usize::MAX),
-        }
+    fn end(&mut self) {
+        self.ends.push(self.text.len());
     }
 
-    /// Id `k`, or None when it is unencodable.
-    fn get(&self, k: usize, start: &mut usize) -> Option<&str> {
-        let end = *self.ends.get(k)?;
-        if end == usize::MAX {
-            return None;
-        }
-        let s = self.bytes.get(*start..end);
-        *start = end;
-        // The bytes came from str objects or were encoded here: valid UTF-8.
-        s.and_then(|b| std::str::from_utf8(b).ok())
+    fn get(&self, k: usize) -> Option<&str> {
+        let start = if k == 0 { 0 } else { *self.ends.get(k - 1)? };
+        self.text.get(start..*self.ends.get(k)?)
     }
 }
 
-/// Gathers the ids of a list, tuple or numpy array (dtype str, bytes or object).
-fn gather(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Ids> {
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        let mut ids = Ids::with_capacity(obj.len()?);
-        for item in obj.try_iter()? {
-            let item = item?;
-            let s = item
-                .cast::<PyString>()
-                .map_err(|_| type_err("index_of_batch: an id", "str", &item))?;
-            ids.push(s.to_str().ok().map(str::as_bytes));
-        }
-        return Ok(ids);
-    }
-    if obj.hasattr("dtype")? {
-        let np = pymods::numpy(py)?;
-        let arr = np.call_method1("ascontiguousarray", (obj,))?;
-        let arr = arr.call_method0("ravel")?;
-        let dtype = arr.getattr("dtype")?;
-        let kind: String = dtype.getattr("kind")?.extract()?;
-        let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
-        let n: usize = arr.len()?;
-        match kind.as_str() {
-            "U" => {
-                let width = itemsize / 4;
-                let view = arr.call_method1("view", (np.getattr("uint32")?,))?;
-                let buf = PyBuffer::<u32>::get(&view)?;
-                let cps = buf.to_vec(py)?;
-                let mut ids = Ids::with_capacity(n);
-                let mut tmp = String::new();
-                for k in 0..n {
-                    tmp.clear();
-                    let cell = cps.get(k * width..(k + 1) * width).unwrap_or(&[]);
-                    let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
-                    let mut ok = true;
-                    for &c in &cell[..used] {
-                        match char::from_u32(c) {
-                            Some(ch) => tmp.push(ch),
-                            None => ok = false,
-                        }
+/// Gathers the ids of a numpy array of dtype str, bytes or object.
+fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Result<Ids, Bound<'py, PyAny>>> {
+    let np = pymods::numpy(py)?;
+    let arr = np.call_method1("ascontiguousarray", (obj,))?;
+    let arr = arr.call_method0("ravel")?;
+    let dtype = arr.getattr("dtype")?;
+    let kind: String = dtype.getattr("kind")?.extract()?;
+    let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
+    let n: usize = arr.len()?;
+    match kind.as_str() {
+        "U" => {
+            let width = itemsize / 4;
+            let view = arr.call_method1("view", (np.getattr("uint32")?,))?;
+            let cps = PyBuffer::<u32>::get(&view)?.to_vec(py)?;
+            let mut ids = Ids::with_capacity(n, n * width);
+            for (k, cell) in cps.chunks(width.max(1)).take(n).enumerate() {
+                let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+                let mark = ids.text.len();
+                for &c in &cell[..used] {
+                    if c < 0x80 {
+                        ids.text.push(c as u8 as char);
+                    } else if let Some(ch) = char::from_u32(c) {
+                        ids.text.push(ch);
+                    } else {
+                        // A lone surrogate: no str of a map holds one.
+                        ids.text.truncate(mark);
+                        ids.bad.push(k);
+                        break;
                     }
-                    ids.push(ok.then_some(tmp.as_bytes()));
                 }
-                Ok(ids)
+                ids.end();
             }
-            "S" => {
-                let view = arr.call_method1("view", (np.getattr("uint8")?,))?;
-                let bytes = PyBuffer::<u8>::get(&view)?.to_vec(py)?;
-                let mut ids = Ids::with_capacity(n);
-                for k in 0..n {
-                    let cell = bytes.get(k * itemsize..(k + 1) * itemsize).unwrap_or(&[]);
-                    let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
-                    let s = &cell[..used];
-                    ids.push(std::str::from_utf8(s).is_ok().then_some(s));
-                }
-                Ok(ids)
-            }
-            "O" => gather(py, &arr.call_method0("tolist")?),
-            _ => Err(PyTypeError::new_err(format!(
-                "index_of_batch: a numpy array of ids must have a str, bytes or object dtype, not {}",
-                dtype.str()?
-            ))),
+            Ok(Ok(ids))
         }
-    } else {
-        Err(type_err("index_of_batch", "a list, tuple or numpy array of str", obj))
+        "S" => {
+            let view = arr.call_method1("view", (np.getattr("uint8")?,))?;
+            let bytes = PyBuffer::<u8>::get(&view)?.to_vec(py)?;
+            let mut ids = Ids::with_capacity(n, n * itemsize);
+            for (k, cell) in bytes.chunks(itemsize.max(1)).take(n).enumerate() {
+                let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+                match std::str::from_utf8(&cell[..used]) {
+                    Ok(s) => ids.text.push_str(s),
+                    Err(_) => ids.bad.push(k),
+                }
+                ids.end();
+            }
+            Ok(Ok(ids))
+        }
+        "O" => Ok(Err(arr.call_method0("tolist")?)),
+        _ => Err(PyTypeError::new_err(format!(
+            "index_of_batch: a numpy array of ids must have a str, bytes or object dtype, not {}",
+            dtype.str()?
+        ))),
     }
+}
+
+/// Looks up `n` ids, `get(k)` giving id k (None: cannot be in the map),
+/// chunk by chunk; -1 for an absent id.
+fn run_batch<'a>(map: &IdMap, n: usize, get: impl Fn(usize) -> Option<&'a str>) -> scopecache::Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(n);
+    let mut strs: Vec<&str> = Vec::with_capacity(BATCH_CHUNK);
+    let mut found = vec![None; BATCH_CHUNK];
+    let mut bad = Vec::new();
+    for lo in (0..n).step_by(BATCH_CHUNK) {
+        let hi = (lo + BATCH_CHUNK).min(n);
+        strs.clear();
+        bad.clear();
+        for k in lo..hi {
+            strs.push(get(k).unwrap_or_else(|| {
+                bad.push(k - lo);
+                ""
+            }));
+        }
+        let found = &mut found[..hi - lo];
+        map.index_of_batch(&strs, found)?;
+        for &u in &bad {
+            if let Some(f) = found.get_mut(u) {
+                *f = None;
+            }
+        }
+        out.extend(found.iter().map(|f| f.map_or(-1, i64::from)));
+    }
+    Ok(out)
 }
 
 /// A 1-D numpy array of dtype `dtype` holding a copy of `data`.
@@ -281,42 +301,52 @@ impl PyIdMap {
         self.map.try_index_of(k).map_err(py_err(py))
     }
 
-    /// Positions of many ids, -1 for an absent one, without the GIL.
+    /// Positions of many ids, -1 for an absent one; the lookups run
+    /// without the GIL.
     pub fn batch(&self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-        let ids = gather(py, ids)?;
         let map = &self.map;
-        py.detach(|| -> scopecache::Result<Vec<i64>> {
-            let n = ids.ends.len();
-            let mut out = Vec::with_capacity(n);
-            let mut strs: Vec<&str> = Vec::with_capacity(BATCH_CHUNK);
-            let mut found = vec![None; BATCH_CHUNK];
-            let mut unencodable = Vec::new();
-            let mut start = 0;
-            for lo in (0..n).step_by(BATCH_CHUNK) {
-                let hi = (lo + BATCH_CHUNK).min(n);
-                strs.clear();
-                unencodable.clear();
-                for k in lo..hi {
-                    match ids.get(k, &mut start) {
-                        Some(s) => strs.push(s),
-                        None => {
-                            unencodable.push(k - lo);
-                            strs.push("");
-                        }
-                    }
+        let list;
+        let ids = if ids.is_instance_of::<PyList>() || ids.is_instance_of::<PyTuple>() {
+            ids
+        } else if ids.hasattr("dtype")? {
+            match gather_numpy(py, ids)? {
+                Ok(owned) => {
+                    let mut bad = owned.bad.iter().peekable();
+                    let n = owned.ends.len();
+                    return py
+                        .detach(|| run_batch(map, n, |k| owned.get(k)))
+                        .map(|mut out| {
+                            while let Some(&&b) = bad.peek() {
+                                if let Some(o) = out.get_mut(b) {
+                                    *o = -1;
+                                }
+                                bad.next();
+                            }
+                            out
+                        })
+                        .map_err(py_err(py));
                 }
-                let found = &mut found[..hi - lo];
-                map.index_of_batch(&strs, found)?;
-                for &u in &unencodable {
-                    if let Some(f) = found.get_mut(u) {
-                        *f = None;
-                    }
+                Err(objects) => {
+                    list = objects;
+                    &list
                 }
-                out.extend(found.iter().map(|f| f.map_or(-1, i64::from)));
             }
-            Ok(out)
-        })
-        .map_err(py_err(py))
+        } else {
+            return Err(type_err("index_of_batch", "a list, tuple or numpy array of str", ids));
+        };
+        // The strings are borrowed in place: `items` holds a reference to
+        // each, and a str's UTF-8 bytes never change while it lives.
+        let mut items: Vec<Bound<'_, PyString>> = Vec::with_capacity(ids.len()?);
+        for item in ids.try_iter()? {
+            let item = item?;
+            items.push(
+                item.cast_into::<PyString>()
+                    .map_err(|e| type_err("index_of_batch: an id", "str", e.into_inner().as_any()))?,
+            );
+        }
+        let strs: Vec<Option<&str>> = items.iter().map(|s| s.to_str().ok()).collect();
+        py.detach(|| run_batch(map, strs.len(), |k| strs.get(k).copied().flatten()))
+            .map_err(py_err(py))
     }
 }
 

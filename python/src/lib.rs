@@ -8,6 +8,7 @@ mod errors;
 mod fork;
 mod idmap;
 mod input;
+mod migrate;
 mod pymods;
 
 use pyo3::prelude::*;
@@ -39,6 +40,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bitset::Bitset>()?;
     m.add_class::<bitset::BitsetIter>()?;
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(migrate::migrate, m)?)?;
     m.add("FORMAT_VERSION", scopecache::FORMAT_VERSION)?;
     m.add("MAX_KEY_LEN", scopecache::MAX_KEY_LEN)?;
     Ok(())
