@@ -59,9 +59,6 @@ class MigrateReport(TypedDict):
     mappings_decoded: int
     entries: int
 
-BitsInput = Any  # bitarray | Bitset | numpy bool array | numpy uint64 words | list[bool]
-IdsInput = IdMap | dict[str, int] | Sequence[str] | npt.NDArray[Any]
-
 class Bitset:
     """A read-only bitset read in place from the cache file; exports its
     little-endian u64 words through the buffer protocol (format "Q")."""
@@ -184,3 +181,7 @@ def migrate(
     ttl_hours: float | None = 24.0,
 ) -> MigrateReport: ...
 def refresh_logging() -> None: ...
+
+# bitarray | Bitset | numpy bool array | numpy uint64 words | list[bool]
+BitsInput = Any
+IdsInput = IdMap | dict[str, int] | Sequence[str] | npt.NDArray[Any]

@@ -57,8 +57,8 @@ def make_workload(n_nodes: int, n_links: int, seed: int = 1, shuffle: bool = Tru
         b.frombytes(rng.randbytes((n + 7) // 8))
         return b[:n]
 
-    node_ids = ["node-%08d" % i for i in range(n_nodes)]
-    link_ids = ["link-%08d-%08d" % (i, i * 7919 % max(n_nodes, 1)) for i in range(n_links)]
+    node_ids = [f"node-{i:08d}" for i in range(n_nodes)]
+    link_ids = [f"link-{i:08d}-{i * 7919 % max(n_nodes, 1):08d}" for i in range(n_links)]
     order_n = list(range(n_nodes))
     order_l = list(range(n_links))
     if shuffle:

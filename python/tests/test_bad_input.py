@@ -31,8 +31,12 @@ def unchanged(m, good):
 
 
 def variants(good, CS):
-    nodes, links, nm, lm = (good.covered_nodes, good.covered_links, good.node_id_mapping,
-                            good.link_id_mapping)
+    nodes, links, nm, lm = (
+        good.covered_nodes,
+        good.covered_links,
+        good.node_id_mapping,
+        good.link_id_mapping,
+    )
     dup = dict(nm)
     dup[next(iter(dup))] = nm[list(nm)[1]]  # two ids share an index, one index unused
     gap = {k: (v if v != 0 else len(nm)) for k, v in nm.items()}  # 0 missing, N present
@@ -40,12 +44,21 @@ def variants(good, CS):
     short = nodes[:-1]
     yield "bits shorter than mapping", CS("k", None, short, links, nm, lm, len(short), 300)
     yield "total_nodes differs", CS("k", None, nodes, links, nm, lm, 199, 300)
-    yield "mapping longer than bits", CS("k", None, nodes, links, {**nm, "extra": 200}, lm, 200, 300)
+    yield (
+        "mapping longer than bits",
+        CS("k", None, nodes, links, {**nm, "extra": 200}, lm, 200, 300),
+    )
     yield "duplicate index", CS("k", None, nodes, links, dup, lm, 200, 300)
     yield "index out of range", CS("k", None, nodes, links, gap, lm, 200, 300)
     yield "negative index", CS("k", None, nodes, links, neg, lm, 200, 300)
-    yield "non-str id", CS("k", None, nodes, links, {**{k: v for k, v in nm.items() if v}, 5: 0}, lm, 200, 300)
-    yield "non-int index", CS("k", None, nodes, links, {k: str(v) for k, v in nm.items()}, lm, 200, 300)
+    yield (
+        "non-str id",
+        CS("k", None, nodes, links, {**{k: v for k, v in nm.items() if v}, 5: 0}, lm, 200, 300),
+    )
+    yield (
+        "non-int index",
+        CS("k", None, nodes, links, {k: str(v) for k, v in nm.items()}, lm, 200, 300),
+    )
     yield "mapping is a list of pairs", CS("k", None, nodes, links, list(nm.items()), lm, 200, 300)
     yield "bits are a str", CS("k", None, "0101", links, nm, lm, 4, 300)
     yield "bits are None", CS("k", None, None, links, nm, lm, 0, 300)
@@ -63,8 +76,10 @@ def test_bad_scopes_return_false_and_store_nothing(mgr, caplog):
         unchanged(m, good)
 
 
-@pytest.mark.parametrize("key", ["a/b", "../escape", "..", "x/../../etc/passwd", "/abs",
-                                 "", "nul\x00key", 42, None, b"bytes"])
+@pytest.mark.parametrize(
+    "key",
+    ["a/b", "../escape", "..", "x/../../etc/passwd", "/abs", "", "nul\x00key", 42, None, b"bytes"],
+)
 def test_bad_keys(mgr, key, tmp_path):
     m, good, CS = mgr
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -89,13 +104,19 @@ def test_native_errors_are_typed(tmp_path):
     ids = [f"i{i}" for i in range(10)]
     cases = [
         (scopecache.LengthMismatchError, lambda: c.put("k", [True] * 9, [True], ids, ["l"])),
-        (scopecache.LengthMismatchError, lambda: c.put("k", np.zeros(2, np.uint64), [True], ids, ["l"])),
+        (
+            scopecache.LengthMismatchError,
+            lambda: c.put("k", np.zeros(2, np.uint64), [True], ids, ["l"]),
+        ),
         (scopecache.MappingError, lambda: c.put("k", [True] * 10, [True], {"a": 0, "b": 0}, ["l"])),
         (scopecache.DuplicateIdError, lambda: c.put("k", [True] * 2, [True], ["a", "a"], ["l"])),
         (scopecache.InvalidKeyError, lambda: c.put("", [True] * 10, [True], ids, ["l"])),
         (scopecache.InvalidKeyError, lambda: c.put("a\x00", [True] * 10, [True], ids, ["l"])),
         (scopecache.InvalidKeyError, lambda: c.get("x" * 2000)),
-        (scopecache.AttributesError, lambda: c.put("k", [True] * 10, [True], ids, ["l"], {"x": {1, 2}})),
+        (
+            scopecache.AttributesError,
+            lambda: c.put("k", [True] * 10, [True], ids, ["l"], {"x": {1, 2}}),
+        ),
         (TypeError, lambda: c.put("k", "bits", [True], ids, ["l"])),
         (TypeError, lambda: c.put("k", [True] * 10, [True], 7, ["l"])),
         (TypeError, lambda: c.put(5, [True] * 10, [True], ids, ["l"])),

@@ -63,12 +63,18 @@ def same_scope(ours, theirs):
     """Bit for bit and id for id."""
     assert ours.key == theirs.key
     assert ours.total_nodes == theirs.total_nodes and ours.total_links == theirs.total_links
-    for a, b in ((ours.covered_nodes, theirs.covered_nodes), (ours.covered_links, theirs.covered_links)):
+    for a, b in (
+        (ours.covered_nodes, theirs.covered_nodes),
+        (ours.covered_links, theirs.covered_links),
+    ):
         assert len(a) == len(b)
         assert a.to_bitarray() == b
         assert list(a) == b.tolist()
         assert a.count() == b.count()
-    for a, b in ((ours.node_id_mapping, theirs.node_id_mapping), (ours.link_id_mapping, theirs.link_id_mapping)):
+    for a, b in (
+        (ours.node_id_mapping, theirs.node_id_mapping),
+        (ours.link_id_mapping, theirs.link_id_mapping),
+    ):
         assert len(a) == len(b)
         assert dict(a.items()) == b
         assert all(a[k] == v for k, v in b.items())
@@ -118,8 +124,13 @@ def test_usage_side_by_side(original, tmp_path, caplog):
     assert ours["has"] == theirs["has"] == (True, True, False)
     assert ours["missing"] is None and theirs["missing"] is None
     same_shape(ours["stats"], theirs["stats"], "get_cache_stats()")
-    for k in ("total_entries", "total_nodes", "total_links", "average_nodes_per_entry",
-              "average_links_per_entry"):
+    for k in (
+        "total_entries",
+        "total_nodes",
+        "total_links",
+        "average_nodes_per_entry",
+        "average_links_per_entry",
+    ):
         assert ours["stats"][k] == theirs["stats"][k], k
     same_shape(ours["list"], theirs["list"], "list_cached_scopes()")
     assert [e["scope_key"] for e in ours["list"]] == [e["scope_key"] for e in theirs["list"]]

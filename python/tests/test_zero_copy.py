@@ -35,7 +35,13 @@ def stored(tmp_path):
     rng = np.random.default_rng(7)
     nodes = rng.random(100_003) < 0.5
     links = rng.random(250_001) < 0.3
-    c.put("k", nodes, links, [f"n{i}" for i in range(nodes.size)], [f"l{i}" for i in range(links.size)])
+    c.put(
+        "k",
+        nodes,
+        links,
+        [f"n{i}" for i in range(nodes.size)],
+        [f"l{i}" for i in range(links.size)],
+    )
     return c, path, nodes, links
 
 
@@ -98,5 +104,7 @@ def test_bitset_sequence_protocol(stored):
         b["0"]
     assert b.count() == int(nodes.sum()) and b.count(0) == nodes.size - int(nodes.sum())
     assert list(b)[:100] == [int(x) for x in nodes[:100]]
-    assert np.array_equal(b.test_batch(np.array([0, 5, -1, len(b)])),
-                          np.array([nodes[0], nodes[5], 0, 0], dtype=np.uint8))
+    assert np.array_equal(
+        b.test_batch(np.array([0, 5, -1, len(b)])),
+        np.array([nodes[0], nodes[5], 0, 0], dtype=np.uint8),
+    )
