@@ -198,7 +198,12 @@ struct MappingCache {
 }
 
 impl MappingCache {
-    fn get(&mut self, path: &Path, nodes: usize, links: usize) -> std::result::Result<(IdMap, IdMap), String> {
+    fn get(
+        &mut self,
+        path: &Path,
+        nodes: usize,
+        links: usize,
+    ) -> std::result::Result<(IdMap, IdMap), String> {
         let gz = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut text = Vec::new();
         GzDecoder::new(&gz[..])
@@ -318,7 +323,11 @@ mod tests {
         std::fs::write(dir.path().join("x_nodes.bits"), [0u8]).unwrap();
         std::fs::write(dir.path().join("x_links.bits"), [0u8]).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        std::io::Write::write_all(&mut gz, br#"{"node_id_mapping":{"n":0},"link_id_mapping":{"l":0}}"#).unwrap();
+        std::io::Write::write_all(
+            &mut gz,
+            br#"{"node_id_mapping":{"n":0},"link_id_mapping":{"l":0}}"#,
+        )
+        .unwrap();
         std::fs::write(dir.path().join("x_mappings.json.gz"), gz.finish().unwrap()).unwrap();
         let meta = serde_json::json!({"../x": {
             "scope_key": "../x", "created_at": "2026-01-01T00:00:00",
@@ -330,7 +339,11 @@ mod tests {
         let r = migrate_python_dir(&cache, &inner, now, |_, _, _| {}).unwrap();
         assert!(r.imported.is_empty());
         assert_eq!(r.skipped.len(), 1);
-        assert!(r.skipped[0].reason.contains("not a file name"), "{}", r.skipped[0].reason);
+        assert!(
+            r.skipped[0].reason.contains("not a file name"),
+            "{}",
+            r.skipped[0].reason
+        );
     }
 
     #[test]

@@ -79,7 +79,9 @@ impl Bitset {
 
     #[inline(always)]
     fn bit(&self, i: usize) -> u8 {
-        self.words().get(i >> 6).map_or(0, |w| ((w >> (i & 63)) & 1) as u8)
+        self.words()
+            .get(i >> 6)
+            .map_or(0, |w| ((w >> (i & 63)) & 1) as u8)
     }
 
     fn ones(&self) -> usize {
@@ -129,7 +131,10 @@ impl Bitset {
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> BitsetIter {
-        BitsetIter { bits: slf.unbind(), next: 0 }
+        BitsetIter {
+            bits: slf.unbind(),
+            next: 0,
+        }
     }
 
     fn __contains__(&self, value: u8) -> bool {
@@ -216,7 +221,12 @@ impl Bitset {
             Which::Nodes => "nodes",
             Which::Links => "links",
         };
-        format!("<scopecache.Bitset {} of {:?}: {} bits>", what, self.scope.key(), self.bits)
+        format!(
+            "<scopecache.Bitset {} of {:?}: {} bits>",
+            what,
+            self.scope.key(),
+            self.bits
+        )
     }
 
     /// Exports the words, read-only.

@@ -10,7 +10,7 @@ use scopecache::{CacheConfig, CacheStats, EntryInfo, Scope, ScopeCache, ScopeDat
 
 use crate::bitset::{Bitset, Which};
 use crate::errors::{new_err, py_err};
-use crate::idmap::{idmap_from_py, PyIdMap};
+use crate::idmap::{build_pair, Collected, PyIdMap};
 use crate::input::{attributes_from_py, attributes_to_py, bits_from_py};
 use crate::{fork, pymods};
 
@@ -26,8 +26,9 @@ struct State {
 ///
 /// `get` takes no lock and returns a `Scope` read in place; `put`, `remove`,
 /// `clear`, `maintain` and `compact` take the file's exclusive lock and are
-/// durable when they return. The slow calls (put, get, maintain, compact,
-/// verify) run without the GIL. After `os.fork()` (multiprocessing's fork
+/// durable when they return. Every call into the engine runs without the
+/// GIL, so that an engine thread that logs (which needs the GIL) can never
+/// wait on a thread that holds the GIL and waits on the engine. After `os.fork()` (multiprocessing's fork
 /// start method) the child opens the file again on its first call; scopes
 /// gotten before the fork stay valid in both processes.
 #[pyclass(frozen, module = "scopecache", name = "ScopeCache")]
@@ -63,8 +64,10 @@ impl PyScopeCache {
             std::mem::forget(inherited);
             log::debug!("{}: reopening after fork", self.path.display());
         }
-        let (path, config) = (self.path.clone(), self.config.clone());
-        let cache = Arc::new(py.detach(|| ScopeCache::open(path, config)).map_err(py_err(py))?);
+        // Opened with the GIL held: releasing it while holding `state` would
+        // let another thread, holding the GIL, block on `state` while this
+        // one waits for the GIL. Opening costs tens of microseconds.
+        let cache = Arc::new(ScopeCache::open(&self.path, self.config.clone()).map_err(py_err(py))?);
         st.cache = Some(Arc::clone(&cache));
         st.forks = now;
         Ok(cache)
@@ -75,8 +78,14 @@ impl PyScopeCache {
 fn info_dict<'py>(py: Python<'py>, e: &EntryInfo) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("key", &e.key)?;
-    d.set_item("created_at", pymods::datetime_utc(py, e.created_at.timestamp_micros())?)?;
-    d.set_item("last_accessed", pymods::datetime_utc(py, e.last_accessed.timestamp_micros())?)?;
+    d.set_item(
+        "created_at",
+        pymods::datetime_utc(py, e.created_at.timestamp_micros())?,
+    )?;
+    d.set_item(
+        "last_accessed",
+        pymods::datetime_utc(py, e.last_accessed.timestamp_micros())?,
+    )?;
     d.set_item("total_nodes", e.total_nodes)?;
     d.set_item("total_links", e.total_links)?;
     d.set_item("nodes_bytes", e.nodes_bytes)?;
@@ -90,8 +99,12 @@ fn info_dict<'py>(py: Python<'py>, e: &EntryInfo) -> PyResult<Bound<'py, PyDict>
     Ok(d)
 }
 
-fn opt_time<'py>(py: Python<'py>, t: Option<chrono::DateTime<chrono::Utc>>) -> PyResult<Option<Bound<'py, PyAny>>> {
-    t.map(|t| pymods::datetime_utc(py, t.timestamp_micros())).transpose()
+fn opt_time<'py>(
+    py: Python<'py>,
+    t: Option<chrono::DateTime<chrono::Utc>>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    t.map(|t| pymods::datetime_utc(py, t.timestamp_micros()))
+        .transpose()
 }
 
 fn stats_dict<'py>(py: Python<'py>, s: &CacheStats) -> PyResult<Bound<'py, PyDict>> {
@@ -164,7 +177,11 @@ impl PyScopeCache {
         let ttl = match ttl_hours {
             None => None,
             Some(h) => Some(Duration::try_from_secs_f64(h * 3600.0).map_err(|_| {
-                new_err(py, "ConfigError", format!("ttl_hours must be a finite number >= 0, not {h}"))
+                new_err(
+                    py,
+                    "ConfigError",
+                    format!("ttl_hours must be a finite number >= 0, not {h}"),
+                )
             })?),
         };
         let config = CacheConfig {
@@ -222,8 +239,9 @@ impl PyScopeCache {
     /// numpy uint64 words. `node_ids`/`link_ids`: IdMap (reused as is: a
     /// mapping the file holds already is not written again), dict
     /// `{id: index}` or list of ids. `attributes`: a JSON-encodable dict.
-    /// Nothing is written unless every check passes. Builds the mappings
-    /// from Python objects with the GIL held, then writes without it.
+    /// Nothing is written unless every check passes. Reads the Python
+    /// objects with the GIL held; builds the two mappings (in parallel) and
+    /// writes without it.
     #[pyo3(signature = (key, nodes, links, node_ids, link_ids, attributes = None))]
     #[allow(clippy::too_many_arguments)]
     fn put(
@@ -237,8 +255,11 @@ impl PyScopeCache {
         attributes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let cache = self.handle(py)?;
-        let node_ids = idmap_from_py(py, node_ids, "node_ids")?;
-        let link_ids = idmap_from_py(py, link_ids, "link_ids")?;
+        let (nc, lc) = (
+            Collected::from_py(py, node_ids, "node_ids")?,
+            Collected::from_py(py, link_ids, "link_ids")?,
+        );
+        let (node_ids, link_ids) = build_pair(py, nc.source(py, "node_ids")?, lc.source(py, "link_ids")?)?;
         let nodes = bits_from_py(py, nodes, node_ids.len(), "nodes")?;
         let links = bits_from_py(py, links, link_ids.len(), "links")?;
         let attributes = attributes_from_py(py, attributes)?;
@@ -268,7 +289,8 @@ impl PyScopeCache {
 
     /// True when `key` is stored and not expired; records no access.
     fn contains(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
-        self.handle(py)?.contains(key).map_err(py_err(py))
+        let cache = self.handle(py)?;
+        py.detach(|| cache.contains(key)).map_err(py_err(py))
     }
 
     fn __contains__(&self, py: Python<'_>, key: &str) -> PyResult<bool> {
@@ -289,7 +311,8 @@ impl PyScopeCache {
 
     /// Every entry as a dict, most recently accessed first.
     fn list<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let entries = self.handle(py)?.list().map_err(py_err(py))?;
+        let cache = self.handle(py)?;
+        let entries = py.detach(|| cache.list()).map_err(py_err(py))?;
         let out = PyList::empty(py);
         for e in &entries {
             out.append(info_dict(py, e)?)?;
@@ -299,14 +322,16 @@ impl PyScopeCache {
 
     /// One entry's description, or None; records no access.
     fn info<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let e = self.handle(py)?.info(key).map_err(py_err(py))?;
+        let cache = self.handle(py)?;
+        let e = py.detach(|| cache.info(key)).map_err(py_err(py))?;
         e.map(|e| info_dict(py, &e)).transpose()
     }
 
     /// Statistics: the original's keys plus the file's accounting and the
     /// counters of every process.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.handle(py)?.stats().map_err(py_err(py))?;
+        let cache = self.handle(py)?;
+        let s = py.detach(|| cache.stats()).map_err(py_err(py))?;
         stats_dict(py, &s)
     }
 
@@ -319,7 +344,10 @@ impl PyScopeCache {
         d.set_item("expired", r.expired)?;
         d.set_item("evicted", r.evicted)?;
         d.set_item("corrupt_dropped", r.corrupt_dropped)?;
-        d.set_item("compaction", r.compaction.as_ref().map(|c| compact_dict(py, c)).transpose()?)?;
+        d.set_item(
+            "compaction",
+            r.compaction.as_ref().map(|c| compact_dict(py, c)).transpose()?,
+        )?;
         Ok(d)
     }
 
@@ -355,7 +383,8 @@ impl PyScopeCache {
 
     /// The committed generation this handle reads.
     fn generation(&self, py: Python<'_>) -> PyResult<u64> {
-        self.handle(py)?.generation().map_err(py_err(py))
+        let cache = self.handle(py)?;
+        py.detach(|| cache.generation()).map_err(py_err(py))
     }
 
     /// Closes the handle; later calls raise ClosedError. Scopes already
@@ -383,7 +412,9 @@ impl PyScopeCache {
     }
 
     /// Pickles as the path and limits: the other process opens the file.
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
         let py = slf.py();
         let c = &slf.get().config;
         let args = (
@@ -426,8 +457,18 @@ impl PyScope {
         Ok(PyScope {
             nodes: Py::new(py, Bitset::new(s.clone(), Which::Nodes))?,
             links: Py::new(py, Bitset::new(s.clone(), Which::Links))?,
-            node_ids: Py::new(py, PyIdMap { map: s.node_ids().clone() })?,
-            link_ids: Py::new(py, PyIdMap { map: s.link_ids().clone() })?,
+            node_ids: Py::new(
+                py,
+                PyIdMap {
+                    map: s.node_ids().clone(),
+                },
+            )?,
+            link_ids: Py::new(
+                py,
+                PyIdMap {
+                    map: s.link_ids().clone(),
+                },
+            )?,
             scope: s,
         })
     }

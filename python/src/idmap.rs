@@ -2,8 +2,6 @@
 //! `collections.abc.Mapping[str, int]`, whether built in this process or read
 //! in place from the cache file; and the conversions of Python ids into one.
 
-use std::cell::Cell;
-
 use pyo3::buffer::{Element, PyBuffer};
 use pyo3::exceptions::{PyIndexError, PyKeyError, PyTypeError};
 use pyo3::prelude::*;
@@ -29,22 +27,6 @@ pub struct PyIdMap {
     pub map: IdMap,
 }
 
-/// A `&str` of a Python string for `IdMap::from_ids`; a string that cannot
-/// be encoded (checked before the build, so never in practice) sets `bad`.
-struct StrOf<'a, 'py>(&'a Option<Bound<'py, PyString>>, &'a Cell<bool>);
-
-impl AsRef<str> for StrOf<'_, '_> {
-    fn as_ref(&self) -> &str {
-        match self.0.as_ref().map(|s| s.to_str()) {
-            Some(Ok(s)) => s,
-            _ => {
-                self.1.set(true);
-                ""
-            }
-        }
-    }
-}
-
 fn mapping_err(py: Python<'_>, msg: String) -> PyErr {
     new_err(py, "MappingError", msg)
 }
@@ -59,18 +41,6 @@ fn show(s: &Bound<'_, PyString>) -> String {
     }
 }
 
-/// Builds the map from strings in position order, holding the GIL (the
-/// strings are Python objects). `slots` holds strong references, so no
-/// Python code run meanwhile can free them.
-fn build(py: Python<'_>, slots: &[Option<Bound<'_, PyString>>], what: &str) -> PyResult<IdMap> {
-    let bad = Cell::new(false);
-    let map = IdMap::from_ids(slots.iter().map(|s| StrOf(s, &bad))).map_err(py_err(py))?;
-    if bad.get() {
-        return Err(mapping_err(py, format!("{what}: an id could not be read as UTF-8")));
-    }
-    Ok(map)
-}
-
 /// Checks that `obj` is a str that encodes as UTF-8.
 fn id_str<'py>(obj: Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyString>> {
     let s = obj
@@ -80,15 +50,23 @@ fn id_str<'py>(obj: Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, PyStri
     Ok(s)
 }
 
-/// A map from a dict `{id: index}`: the indices must be exactly 0..len.
-pub fn from_dict(py: Python<'_>, d: &Bound<'_, PyDict>, what: &str) -> PyResult<IdMap> {
+/// The ids of a dict `{id: index}` in index order: the indices must be
+/// exactly 0..len.
+fn from_dict<'py>(
+    py: Python<'py>,
+    d: &Bound<'py, PyDict>,
+    what: &str,
+) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
     let n = d.len();
-    let mut slots: Vec<Option<Bound<'_, PyString>>> = Vec::new();
+    let mut slots: Vec<Option<Bound<'py, PyString>>> = Vec::new();
     slots.resize_with(n, || None);
     for (k, v) in d.iter() {
         let k = id_str(k, what)?;
         let out_of_range = |i: &dyn std::fmt::Display| {
-            mapping_err(py, format!("{what}: id {} has index {i}, not in 0..{n}", show(&k)))
+            mapping_err(
+                py,
+                format!("{what}: id {} has index {i}, not in 0..{n}", show(&k)),
+            )
         };
         let i: i64 = match v.extract() {
             Ok(i) => i,
@@ -108,44 +86,125 @@ pub fn from_dict(py: Python<'_>, d: &Bound<'_, PyDict>, what: &str) -> PyResult<
         if let Some(other) = slot {
             return Err(mapping_err(
                 py,
-                format!("{what}: ids {} and {} both have index {i}: not a bijection", show(other), show(&k)),
+                format!(
+                    "{what}: ids {} and {} both have index {i}: not a bijection",
+                    show(other),
+                    show(&k)
+                ),
             ));
         }
         *slot = Some(k);
     }
     if d.len() != n {
-        return Err(mapping_err(py, format!("{what}: the dict changed size while being read")));
+        return Err(mapping_err(
+            py,
+            format!("{what}: the dict changed size while being read"),
+        ));
     }
     // n distinct indices in 0..n: every slot is filled.
-    build(py, &slots, what)
+    Ok(slots)
 }
 
-/// A map from a sequence of ids in position order.
-pub fn from_seq(py: Python<'_>, items: &Bound<'_, PyAny>, what: &str) -> PyResult<IdMap> {
+/// The ids of a sequence, in order.
+fn from_seq<'py>(items: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
     let mut slots = Vec::with_capacity(items.len().unwrap_or(0));
     for item in items.try_iter()? {
         slots.push(Some(id_str(item?, what)?));
     }
-    build(py, &slots, what)
+    Ok(slots)
 }
 
-/// The `IdMap` for a Python value: an `IdMap` as is, a dict `{id: index}`,
-/// or a list, tuple or numpy array of ids in position order.
+/// The ids of a Python value, checked and in position order (holding a
+/// reference to each), or a ready map.
+pub enum Collected<'py> {
+    Map(IdMap),
+    Ids(Vec<Option<Bound<'py, PyString>>>),
+}
+
+/// What a map is built from without the GIL: the ids borrowed in place
+/// from the `Collected` strings, which keep them alive (a str's UTF-8
+/// bytes never change while it lives).
+pub enum Source<'a> {
+    Map(IdMap),
+    Ids(Vec<&'a str>),
+}
+
+impl<'py> Collected<'py> {
+    /// Collects an `IdMap` as is, a dict `{id: index}`, or a list, tuple or
+    /// numpy array of ids in position order.
+    pub fn from_py(py: Python<'py>, obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Collected<'py>> {
+        if let Ok(m) = obj.cast::<PyIdMap>() {
+            return Ok(Collected::Map(m.get().map.clone()));
+        }
+        if let Ok(d) = obj.cast::<PyDict>() {
+            return Ok(Collected::Ids(from_dict(py, d, what)?));
+        }
+        if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+            return Ok(Collected::Ids(from_seq(obj, what)?));
+        }
+        if obj.hasattr("dtype")? && obj.hasattr("tolist")? {
+            let list = obj.call_method0("tolist")?;
+            return Ok(Collected::Ids(from_seq(&list, what)?));
+        }
+        Err(type_err(
+            what,
+            "an IdMap, a dict {id: index} or a list of ids",
+            obj,
+        ))
+    }
+
+    /// The build's input.
+    pub fn source(&self, py: Python<'_>, what: &str) -> PyResult<Source<'_>> {
+        match self {
+            Collected::Map(m) => Ok(Source::Map(m.clone())),
+            Collected::Ids(slots) => slots
+                .iter()
+                .map(|s| match s.as_ref().map(|s| s.to_str()) {
+                    Some(Ok(s)) => Ok(s),
+                    // Every slot was filled and checked when collected.
+                    _ => Err(mapping_err(
+                        py,
+                        format!("{what}: an id could not be read as UTF-8"),
+                    )),
+                })
+                .collect::<PyResult<Vec<&str>>>()
+                .map(Source::Ids),
+        }
+    }
+}
+
+impl Source<'_> {
+    fn build(self) -> scopecache::Result<IdMap> {
+        match self {
+            Source::Map(m) => Ok(m),
+            Source::Ids(ids) => IdMap::from_ids(ids),
+        }
+    }
+}
+
+/// Builds two maps without the GIL, on two threads when both need building.
+pub fn build_pair(py: Python<'_>, a: Source<'_>, b: Source<'_>) -> PyResult<(IdMap, IdMap)> {
+    let (ra, rb) = py.detach(|| {
+        if matches!((&a, &b), (Source::Ids(_), Source::Ids(_))) {
+            std::thread::scope(|s| {
+                let h = s.spawn(move || a.build());
+                let rb = b.build();
+                (h.join().ok(), rb)
+            })
+        } else {
+            (Some(a.build()), b.build())
+        }
+    });
+    let ra = ra.ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("building an id map failed"))?;
+    Ok((ra.map_err(py_err(py))?, rb.map_err(py_err(py))?))
+}
+
+/// The `IdMap` for a Python value (see `Collected::from_py`); the build
+/// runs without the GIL.
 pub fn idmap_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<IdMap> {
-    if let Ok(m) = obj.cast::<PyIdMap>() {
-        return Ok(m.get().map.clone());
-    }
-    if let Ok(d) = obj.cast::<PyDict>() {
-        return from_dict(py, d, what);
-    }
-    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-        return from_seq(py, obj, what);
-    }
-    if obj.hasattr("dtype")? && obj.hasattr("tolist")? {
-        let list = obj.call_method0("tolist")?;
-        return from_seq(py, &list, what);
-    }
-    Err(type_err(what, "an IdMap, a dict {id: index} or a list of ids", obj))
+    let collected = Collected::from_py(py, obj, what)?;
+    let source = collected.source(py, what)?;
+    py.detach(|| source.build()).map_err(py_err(py))
 }
 
 /// Ids of a numpy array gathered for a batch lookup: copied out of the
@@ -236,7 +295,11 @@ fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Resul
 
 /// Looks up `n` ids, `get(k)` giving id k (None: cannot be in the map),
 /// chunk by chunk; -1 for an absent id.
-fn run_batch<'a>(map: &IdMap, n: usize, get: impl Fn(usize) -> Option<&'a str>) -> scopecache::Result<Vec<i64>> {
+fn run_batch<'a>(
+    map: &IdMap,
+    n: usize,
+    get: impl Fn(usize) -> Option<&'a str>,
+) -> scopecache::Result<Vec<i64>> {
     let mut out = Vec::with_capacity(n);
     let mut strs: Vec<&str> = Vec::with_capacity(BATCH_CHUNK);
     let mut found = vec![None; BATCH_CHUNK];
@@ -264,7 +327,11 @@ fn run_batch<'a>(map: &IdMap, n: usize, get: impl Fn(usize) -> Option<&'a str>) 
 }
 
 /// A 1-D numpy array of dtype `dtype` holding a copy of `data`.
-pub fn numpy_from_vec<'py, T: Element>(py: Python<'py>, data: &[T], dtype: &str) -> PyResult<Bound<'py, PyAny>> {
+pub fn numpy_from_vec<'py, T: Element>(
+    py: Python<'py>,
+    data: &[T],
+    dtype: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     let np = pymods::numpy(py)?;
     let arr = np.call_method1("empty", (data.len(), np.getattr(dtype)?))?;
     if !data.is_empty() {
@@ -284,7 +351,10 @@ pub fn int64_input(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>>
             "expected integer indices, got an array of dtype kind {kind:?}"
         )));
     }
-    let arr = np.call_method1("ascontiguousarray", (arr.call_method0("ravel")?, np.getattr("int64")?))?;
+    let arr = np.call_method1(
+        "ascontiguousarray",
+        (arr.call_method0("ravel")?, np.getattr("int64")?),
+    )?;
     PyBuffer::<i64>::get(&arr)?.to_vec(py)
 }
 
@@ -332,7 +402,11 @@ impl PyIdMap {
                 }
             }
         } else {
-            return Err(type_err("index_of_batch", "a list, tuple or numpy array of str", ids));
+            return Err(type_err(
+                "index_of_batch",
+                "a list, tuple or numpy array of str",
+                ids,
+            ));
         };
         // The strings are borrowed in place: `items` holds a reference to
         // each, and a str's UTF-8 bytes never change while it lives.
@@ -417,7 +491,9 @@ impl PyIdMap {
         let i = u32::try_from(index)
             .ok()
             .filter(|&i| (i as usize) < self.map.len())
-            .ok_or_else(|| PyIndexError::new_err(format!("id index {index} out of range 0..{}", self.map.len())))?;
+            .ok_or_else(|| {
+                PyIndexError::new_err(format!("id index {index} out of range 0..{}", self.map.len()))
+            })?;
         match self.map.try_id(i).map_err(py_err(py))? {
             Some(s) => Ok(PyString::new(py, s)),
             None => Err(PyIndexError::new_err(format!("id index {index} out of range"))),
@@ -434,11 +510,19 @@ impl PyIdMap {
 
     /// Ids of many positions at once, as a list of str (None for a
     /// position out of range).
-    fn ids_of_batch<'py>(&self, py: Python<'py>, indices: &Bound<'py, PyAny>) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
+    fn ids_of_batch<'py>(
+        &self,
+        py: Python<'py>,
+        indices: &Bound<'py, PyAny>,
+    ) -> PyResult<Vec<Option<Bound<'py, PyString>>>> {
         let idx = int64_input(py, indices)?;
         idx.iter()
             .map(|&i| match u32::try_from(i) {
-                Ok(i) => Ok(self.map.try_id(i).map_err(py_err(py))?.map(|s| PyString::new(py, s))),
+                Ok(i) => Ok(self
+                    .map
+                    .try_id(i)
+                    .map_err(py_err(py))?
+                    .map(|s| PyString::new(py, s))),
                 Err(_) => Ok(None),
             })
             .collect()
@@ -497,7 +581,11 @@ impl PyIdMap {
     }
 
     fn __repr__(&self) -> String {
-        format!("<scopecache.IdMap of {} ids, digest {:032x}>", self.map.len(), self.map.digest())
+        format!(
+            "<scopecache.IdMap of {} ids, digest {:032x}>",
+            self.map.len(),
+            self.map.digest()
+        )
     }
 }
 

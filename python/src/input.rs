@@ -42,7 +42,12 @@ fn length_err(py: Python<'_>, what: &str, msg: String) -> PyErr {
 ///
 /// The length of the others is their own; the engine checks it against the
 /// mapping's.
-pub fn bits_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, expected: usize, what: &str) -> PyResult<BitVec<u64, Lsb0>> {
+pub fn bits_from_py(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    expected: usize,
+    what: &str,
+) -> PyResult<BitVec<u64, Lsb0>> {
     if let Ok(b) = obj.cast::<Bitset>() {
         let b = b.get();
         let mut v = BitVec::from_slice(b.words());
@@ -58,12 +63,22 @@ pub fn bits_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, expected: usize, wha
         let big = match endian.extract::<String>()?.as_str() {
             "big" => true,
             "little" => false,
-            other => return Err(type_err(what, &format!("a bitarray of known bit order, not {other:?}"), obj)),
+            other => {
+                return Err(type_err(
+                    what,
+                    &format!("a bitarray of known bit order, not {other:?}"),
+                    obj,
+                ))
+            }
         };
         let bits = obj.len()?;
         let bytes = PyBuffer::<u8>::get(obj)?.to_vec(py)?;
         if bytes.len() < bits.div_ceil(8) {
-            return Err(length_err(py, what, format!("{bits} bits but only {} bytes", bytes.len())));
+            return Err(length_err(
+                py,
+                what,
+                format!("{bits} bits but only {} bytes", bytes.len()),
+            ));
         }
         return Ok(words_from_bytes(&bytes, bits, big));
     }
@@ -136,8 +151,13 @@ pub fn attributes_from_py(py: Python<'_>, obj: Option<&Bound<'_, PyAny>>) -> PyR
     } else {
         PyDict::from_sequence(&obj.call_method0("items")?)?.into_any()
     };
-    let text = pymods::json_dumps(py, &dict)
-        .map_err(|e| new_err(py, "AttributesError", format!("attributes are not JSON-encodable: {e}")))?;
+    let text = pymods::json_dumps(py, &dict).map_err(|e| {
+        new_err(
+            py,
+            "AttributesError",
+            format!("attributes are not JSON-encodable: {e}"),
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| new_err(py, "AttributesError", format!("attributes: {e}")))
 }
 

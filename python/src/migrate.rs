@@ -36,7 +36,9 @@ pub fn migrate<'py>(
     };
     let handle = cache.get().handle(py)?;
     let report = py
-        .detach(|| scopecache::migrate::migrate_python_dir(&handle, &cache_dir, chrono::Utc::now(), |_, _, _| {}))
+        .detach(|| {
+            scopecache::migrate::migrate_python_dir(&handle, &cache_dir, chrono::Utc::now(), |_, _, _| {})
+        })
         .map_err(py_err(py))?;
     let d = PyDict::new(py);
     d.set_item("imported", PyList::new(py, &report.imported)?)?;

@@ -13,14 +13,23 @@ static JSON_LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static ABC: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 static EPOCH: PyOnceLock<(Py<PyAny>, Py<PyAny>)> = PyOnceLock::new();
 
-fn module<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyModule>>, name: &str) -> PyResult<Bound<'py, PyModule>> {
+fn module<'py>(
+    py: Python<'py>,
+    cell: &PyOnceLock<Py<PyModule>>,
+    name: &str,
+) -> PyResult<Bound<'py, PyModule>> {
     Ok(cell
         .get_or_try_init(py, || py.import(name).map(Bound::unbind))?
         .bind(py)
         .clone())
 }
 
-fn attr<'py>(py: Python<'py>, cell: &PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+fn attr<'py>(
+    py: Python<'py>,
+    cell: &PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(cell
         .get_or_try_init(py, || py.import(module)?.getattr(name).map(Bound::unbind))?
         .bind(py)
