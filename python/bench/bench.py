@@ -65,7 +65,7 @@ print((t1 - t0) * 1e3, (t2 - t1) * 1e3, bit)
 """
 
 
-def scopecache_side(n: int, l: int, original: Path, fresh_runs: int) -> dict:
+def scopecache_side(n: int, n_links: int, original: Path, fresh_runs: int) -> dict:
     """scopecache's drop-in on the original benchmark's workload."""
     import logging
 
@@ -82,15 +82,15 @@ def scopecache_side(n: int, l: int, original: Path, fresh_runs: int) -> dict:
         b.frombytes(os.urandom((k + 7) // 8))
         return b[:k]
 
-    nodes, links = rand_bits(n), rand_bits(l)
-    node_map = {"node-%08d" % i: i for i in range(n)}
-    link_map = {"link-%08d-%08d" % (i, i * 7919 % n): i for i in range(l)}
+    nodes, links = rand_bits(n), rand_bits(n_links)
+    node_map = {f"node-{i:08d}": i for i in range(n)}
+    link_map = {f"link-{i:08d}-{i * 7919 % n:08d}": i for i in range(n_links)}
     input_rss = maxrss_mb()
     d = tempfile.mkdtemp(prefix="scopecache_bench_")
-    out: dict = {"nodes": n, "links": l}
+    out: dict = {"nodes": n, "links": n_links}
     try:
         m = CacheScopeManager(cache_dir=d, max_cache_size_gb=15, max_entries=50, ttl_hours=48)
-        scope = CoverageScope("scope1", None, nodes, links, node_map, link_map, n, l)
+        scope = CoverageScope("scope1", None, nodes, links, node_map, link_map, n, n_links)
         t = time.perf_counter()
         ok = m.cache_scope("scope1", scope, {"run": "r1", "seed": 1})
         out["store_s"] = round(time.perf_counter() - t, 3)
@@ -110,12 +110,12 @@ def scopecache_side(n: int, l: int, original: Path, fresh_runs: int) -> dict:
         assert s2 is not None and len(s2.covered_nodes) == n
         # A loaded scope's IdMaps reused for a new put: nothing is re-hashed.
         again = CoverageScope(
-            "scope3", None, nodes, links, s2.node_id_mapping, s2.link_id_mapping, n, l
+            "scope3", None, nodes, links, s2.node_id_mapping, s2.link_id_mapping, n, n_links
         )
         t = time.perf_counter()
         assert m2.cache_scope("scope3", again, {"run": "r3"})
         out["store_idmap_ms"] = round((time.perf_counter() - t) * 1e3, 2)
-        keys = ["node-%08d" % random.randrange(n) for _ in range(LOOKUPS)]
+        keys = [f"node-{random.randrange(n):08d}" for _ in range(LOOKUPS)]
         t = time.perf_counter()
         c = 0
         for k in keys:
@@ -138,7 +138,7 @@ def scopecache_side(n: int, l: int, original: Path, fresh_runs: int) -> dict:
         imports, loads = [], []
         for _ in range(fresh_runs):
             r = subprocess.run(
-                [sys.executable, "-c", FRESH, d, "node-%08d" % random.randrange(n)],
+                [sys.executable, "-c", FRESH, d, f"node-{random.randrange(n):08d}"],
                 capture_output=True,
                 text=True,
                 check=True,
