@@ -246,6 +246,14 @@ fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Resul
     let kind: String = dtype.getattr("kind")?.extract()?;
     let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
     let n: usize = arr.len()?;
+    if kind == "U" {
+        // ASCII ids (the usual case): numpy narrows them to bytes far faster
+        // than a loop over code points; anything else raises and takes the
+        // general path below.
+        if let Ok(narrow) = arr.call_method1("astype", (format!("S{}", (itemsize / 4).max(1)),)) {
+            return gather_numpy(py, &narrow);
+        }
+    }
     match kind.as_str() {
         "U" => {
             let width = itemsize / 4;
@@ -293,19 +301,55 @@ fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Resul
     }
 }
 
-/// Looks up `n` ids, `get(k)` giving id k (None: cannot be in the map),
-/// chunk by chunk; -1 for an absent id.
+/// Batches at least this large are split over several threads: lookups
+/// wait on memory, so they scale with the cores that issue them.
+const PARALLEL_BATCH_MIN: usize = 1 << 16;
+
+/// Looks up `n` ids, `get(k)` giving id k (None: cannot be in the map);
+/// -1 for an absent id. Large batches run on up to 4 threads.
 fn run_batch<'a>(
     map: &IdMap,
     n: usize,
-    get: impl Fn(usize) -> Option<&'a str>,
+    get: impl Fn(usize) -> Option<&'a str> + Sync,
 ) -> scopecache::Result<Vec<i64>> {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get()).min(4);
+    if n < PARALLEL_BATCH_MIN || threads < 2 {
+        return run_range(map, 0, n, &get);
+    }
+    let per = n.div_ceil(threads);
+    let parts: Vec<Option<scopecache::Result<Vec<i64>>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let get = &get;
+                s.spawn(move || run_range(map, (t * per).min(n), ((t + 1) * per).min(n), get))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
     let mut out = Vec::with_capacity(n);
+    for (t, part) in parts.into_iter().enumerate() {
+        match part {
+            Some(r) => out.extend(r?),
+            // A thread that panicked (a bug): do its share here instead.
+            None => out.extend(run_range(map, (t * per).min(n), ((t + 1) * per).min(n), &get)?),
+        }
+    }
+    Ok(out)
+}
+
+/// Looks up ids `lo..hi` chunk by chunk.
+fn run_range<'a>(
+    map: &IdMap,
+    from: usize,
+    to: usize,
+    get: &impl Fn(usize) -> Option<&'a str>,
+) -> scopecache::Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(to - from);
     let mut strs: Vec<&str> = Vec::with_capacity(BATCH_CHUNK);
     let mut found = vec![None; BATCH_CHUNK];
     let mut bad = Vec::new();
-    for lo in (0..n).step_by(BATCH_CHUNK) {
-        let hi = (lo + BATCH_CHUNK).min(n);
+    for lo in (from..to).step_by(BATCH_CHUNK) {
+        let hi = (lo + BATCH_CHUNK).min(to);
         strs.clear();
         bad.clear();
         for k in lo..hi {
