@@ -1,7 +1,7 @@
 """Side-by-side benchmark: the original CacheScopeManager against
 scopecache's drop-in, on the original benchmark's workload, in one run.
 
-Usage:  python bench/bench.py [NODES LINKS] [--original DIR] [--fresh N] [--json]
+Usage:  python bench/bench.py [NODES LINKS] [--original DIR] [--runs N] [--fresh N]
         (defaults: 4,000,000 nodes, 8,000,000 links, the original's scale)
 Needs:  the scopecache package, numpy, bitarray, orjson, and the folder of
         the original's fixed copy and its benchmark (seed_bench.py):
@@ -169,47 +169,38 @@ def main() -> None:
     ap.add_argument("--fresh", type=int, default=7, help="fresh processes timed (median)")
     ap.add_argument("--side", choices=["scopecache"], help=argparse.SUPPRESS)
     ap.add_argument("--skip-original", action="store_true", help="run scopecache's side only")
+    ap.add_argument("--runs", type=int, default=1, help="runs of each side, alternating (medians)")
     a = ap.parse_args()
     original = find_original(a.original)
     if a.side == "scopecache":
         print(json.dumps(scopecache_side(a.nodes, a.links, original, a.fresh)))
         return
     args = [str(a.nodes), str(a.links)]
-    ours = json.loads(
-        subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                *args,
-                "--side",
-                "scopecache",
-                "--original",
-                str(original),
-                "--fresh",
-                str(a.fresh),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    print("scopecache:", json.dumps(ours))
-    theirs = {}
-    if not a.skip_original:
-        with tempfile.TemporaryDirectory(prefix="seed_bench_") as d:
-            theirs = json.loads(
-                subprocess.run(
+    side = [sys.executable, __file__, *args, "--side", "scopecache", "--original", str(original)]
+    runs_ours, runs_theirs = [], []
+    for _ in range(a.runs):
+        # The two sides alternate, so that both meet the same machine.
+        out = subprocess.run(
+            [*side, "--fresh", str(a.fresh)], capture_output=True, text=True, check=True
+        ).stdout
+        runs_ours.append(json.loads(out.strip().splitlines()[-1]))
+        print("scopecache:", json.dumps(runs_ours[-1]), flush=True)
+        if not a.skip_original:
+            with tempfile.TemporaryDirectory(prefix="seed_bench_") as d:
+                out = subprocess.run(
                     [sys.executable, str(original / "seed_bench.py"), *args, d],
                     capture_output=True,
                     text=True,
                     check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-        print("original:  ", json.dumps(theirs))
+                ).stdout
+            runs_theirs.append(json.loads(out.strip().splitlines()[-1]))
+            print("original:  ", json.dumps(runs_theirs[-1]), flush=True)
+
+    def median(runs: list[dict]) -> dict:
+        return {k: statistics.median(r[k] for r in runs) for k in runs[0]} if runs else {}
+
+    ours, theirs = median(runs_ours), median(runs_theirs)
+    print(f"\nmedians of {a.runs} alternating run(s) of each side; ratio = scopecache / original")
     g = theirs.get
     print()
     print(f"| {'metric':<44} | {'scopecache':>14} | {'original':>14} | {'ratio':>9} |")

@@ -246,14 +246,6 @@ fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Resul
     let kind: String = dtype.getattr("kind")?.extract()?;
     let itemsize: usize = dtype.getattr("itemsize")?.extract()?;
     let n: usize = arr.len()?;
-    if kind == "U" {
-        // ASCII ids (the usual case): numpy narrows them to bytes far faster
-        // than a loop over code points; anything else raises and takes the
-        // general path below.
-        if let Ok(narrow) = arr.call_method1("astype", (format!("S{}", (itemsize / 4).max(1)),)) {
-            return gather_numpy(py, &narrow);
-        }
-    }
     match kind.as_str() {
         "U" => {
             let width = itemsize / 4;
@@ -262,8 +254,15 @@ fn gather_numpy<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Resul
             let mut ids = Ids::with_capacity(n, n * width);
             for (k, cell) in cps.chunks(width.max(1)).take(n).enumerate() {
                 let used = cell.iter().rposition(|&c| c != 0).map_or(0, |p| p + 1);
+                let cell = &cell[..used];
+                if cell.iter().all(|&c| c < 0x80) {
+                    // ASCII, the usual case: one byte per code point.
+                    ids.text.extend(cell.iter().map(|&c| c as u8 as char));
+                    ids.end();
+                    continue;
+                }
                 let mark = ids.text.len();
-                for &c in &cell[..used] {
+                for &c in cell {
                     if c < 0x80 {
                         ids.text.push(c as u8 as char);
                     } else if let Some(ch) = char::from_u32(c) {

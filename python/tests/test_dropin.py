@@ -160,6 +160,12 @@ def test_one_file_in_cache_dir(tmp_path, coverage_scope_cls):
     m2 = CacheScopeManager(cache_dir=str(f))
     assert m2.cache_scope("k", s, {})
     assert f.is_file() and m2.load_scope("k", None) is not None
+    # A manager pickles (for spawned workers) as its file and limits.
+    import pickle
+
+    m3 = pickle.loads(pickle.dumps(m2))
+    assert m3.cache_file == f and m3.max_entries == m2.max_entries
+    assert m3.load_scope("k", None).covered_nodes.to_bitarray() == nodes
 
 
 def test_little_endian_bitarray_and_loaded_scope_as_input(tmp_path, coverage_scope_cls):
