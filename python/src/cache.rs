@@ -260,6 +260,8 @@ impl PyScopeCache {
             Collected::from_py(py, link_ids, "link_ids")?,
         );
         let (node_ids, link_ids) = build_pair(py, nc.source(py, "node_ids")?, lc.source(py, "link_ids")?)?;
+        nc.remember(&node_ids);
+        lc.remember(&link_ids);
         let nodes = bits_from_py(py, nodes, node_ids.len(), "nodes")?;
         let links = bits_from_py(py, links, link_ids.len(), "links")?;
         let attributes = attributes_from_py(py, attributes)?;

@@ -118,7 +118,59 @@ fn from_seq<'py>(items: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<Option<B
 /// reference to each), or a ready map.
 pub enum Collected<'py> {
     Map(IdMap),
-    Ids(Vec<Option<Bound<'py, PyString>>>),
+    /// The ids, and the address of the dict they came from, if any.
+    Ids(Vec<Option<Bound<'py, PyString>>>, Option<usize>),
+}
+
+/// The last maps built from dicts, by the dict's address, so that a put of
+/// the same dict again (the usual way of storing many scopes of one graph
+/// through the drop-in) checks it against the map instead of building the
+/// map anew. A hint only: a dict is used through its map only after every
+/// one of its pairs was found in the map (see `same_as`).
+static RECENT: std::sync::Mutex<Vec<(usize, IdMap)>> = std::sync::Mutex::new(Vec::new());
+/// Maps kept in `RECENT`: a node and a link mapping.
+const RECENT_MAX: usize = 2;
+
+/// True when the dict holds exactly the map's pairs `{id: index}`: the same
+/// length, and every key a str whose index in the dict is its index in the
+/// map. (n distinct keys each found at their own index: the dict is the
+/// map's bijection.) Costs one sequential read of each id, no hashing.
+fn same_as(d: &Bound<'_, PyDict>, m: &IdMap) -> bool {
+    if d.len() != m.len() {
+        return false;
+    }
+    for (k, v) in d.iter() {
+        let Ok(k) = k.cast::<PyString>() else {
+            return false;
+        };
+        let (Ok(k), Ok(i)) = (k.to_str(), v.extract::<i64>()) else {
+            return false;
+        };
+        match u32::try_from(i) {
+            Ok(i) if m.id(i) == Some(k) => {}
+            _ => return false,
+        }
+    }
+    d.len() == m.len()
+}
+
+/// The map last built from this very dict, if the dict still holds exactly
+/// its pairs.
+fn recent_match(d: &Bound<'_, PyDict>) -> Option<IdMap> {
+    let key = d.as_ptr() as usize;
+    let found = {
+        let recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .iter()
+            .find(|(k, m)| *k == key && m.len() == d.len())
+            .map(|(_, m)| m.clone())
+    }?;
+    if same_as(d, &found) {
+        return Some(found);
+    }
+    let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+    recent.retain(|(k, _)| *k != key);
+    None
 }
 
 /// What a map is built from without the GIL: the ids borrowed in place
@@ -137,14 +189,17 @@ impl<'py> Collected<'py> {
             return Ok(Collected::Map(m.get().map.clone()));
         }
         if let Ok(d) = obj.cast::<PyDict>() {
-            return Ok(Collected::Ids(from_dict(py, d, what)?));
+            if let Some(m) = recent_match(d) {
+                return Ok(Collected::Map(m));
+            }
+            return Ok(Collected::Ids(from_dict(py, d, what)?, Some(d.as_ptr() as usize)));
         }
         if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
-            return Ok(Collected::Ids(from_seq(obj, what)?));
+            return Ok(Collected::Ids(from_seq(obj, what)?, None));
         }
         if obj.hasattr("dtype")? && obj.hasattr("tolist")? {
             let list = obj.call_method0("tolist")?;
-            return Ok(Collected::Ids(from_seq(&list, what)?));
+            return Ok(Collected::Ids(from_seq(&list, what)?, None));
         }
         Err(type_err(
             what,
@@ -157,7 +212,7 @@ impl<'py> Collected<'py> {
     pub fn source(&self, py: Python<'_>, what: &str) -> PyResult<Source<'_>> {
         match self {
             Collected::Map(m) => Ok(Source::Map(m.clone())),
-            Collected::Ids(slots) => slots
+            Collected::Ids(slots, _) => slots
                 .iter()
                 .map(|s| match s.as_ref().map(|s| s.to_str()) {
                     Some(Ok(s)) => Ok(s),
@@ -169,6 +224,19 @@ impl<'py> Collected<'py> {
                 })
                 .collect::<PyResult<Vec<&str>>>()
                 .map(Source::Ids),
+        }
+    }
+}
+
+impl Collected<'_> {
+    /// Remembers `map` as built from this dict (see `RECENT`).
+    pub fn remember(&self, map: &IdMap) {
+        if let Collected::Ids(_, Some(key)) = self {
+            let mut recent = RECENT.lock().unwrap_or_else(|p| p.into_inner());
+            recent.retain(|(k, _)| k != key);
+            recent.push((*key, map.clone()));
+            let excess = recent.len().saturating_sub(RECENT_MAX);
+            recent.drain(..excess);
         }
     }
 }
@@ -204,7 +272,9 @@ pub fn build_pair(py: Python<'_>, a: Source<'_>, b: Source<'_>) -> PyResult<(IdM
 pub fn idmap_from_py(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<IdMap> {
     let collected = Collected::from_py(py, obj, what)?;
     let source = collected.source(py, what)?;
-    py.detach(|| source.build()).map_err(py_err(py))
+    let map = py.detach(|| source.build()).map_err(py_err(py))?;
+    collected.remember(&map);
+    Ok(map)
 }
 
 /// Ids of a numpy array gathered for a batch lookup: copied out of the

@@ -168,3 +168,27 @@ def test_import_is_cheap():
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_same_dict_again_is_checked_not_trusted(tmp_path):
+    """A dict stored before is recognised by its content, never by identity
+    alone: changed in place, it gives its new mapping."""
+    c = ScopeCache(tmp_path / "d.scopecache", fsync=False)
+    d = {f"n{i}": i for i in range(1000)}
+    links = {"l": 0}
+    c.put("k1", [True] * 1000, [True], d, links)
+    c.put("k2", [True] * 1000, [True], d, links)  # the same dict: the same mapping
+    assert c.stats()["stored_mappings"] == 2
+    d["n1"], d["n2"] = 2, 1  # swap two indices in place: same size, same keys
+    c.put("k3", [True] * 1000, [True], d, links)
+    m3 = c.get("k3").node_ids
+    assert m3["n1"] == 2 and m3["n2"] == 1 and m3.id_of(1) == "n2"
+    del d["n5"]
+    d["other"] = 5  # a key replaced, same size
+    c.put("k4", [True] * 1000, [True], d, links)
+    m4 = c.get("k4").node_ids
+    assert "n5" not in m4 and m4["other"] == 5
+    d["n7"] = 10**6  # an index out of range: refused, even for a dict seen before
+    with pytest.raises(scopecache.MappingError):
+        c.put("k5", [True] * 1000, [True], d, links)
+    assert c.get("k1").node_ids["n1"] == 1 and c.get("k2").node_ids == c.get("k1").node_ids
