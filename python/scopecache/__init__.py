@@ -23,6 +23,7 @@ from ._native import (
     IdMap,
     Scope,
     ScopeCache,
+    forget_dict_maps,
     migrate,
     refresh_logging,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "TooManyIdsError",
     "UnsupportedVersionError",
     "errors",
+    "forget_dict_maps",
     "migrate",
     "refresh_logging",
 ]

@@ -41,6 +41,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bitset::BitsetIter>()?;
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
     m.add_function(wrap_pyfunction!(migrate::migrate, m)?)?;
+    m.add_function(wrap_pyfunction!(idmap::forget_dict_maps, m)?)?;
     m.add("FORMAT_VERSION", scopecache::FORMAT_VERSION)?;
     m.add("MAX_KEY_LEN", scopecache::MAX_KEY_LEN)?;
     Ok(())

@@ -192,3 +192,8 @@ def test_same_dict_again_is_checked_not_trusted(tmp_path):
     with pytest.raises(scopecache.MappingError):
         c.put("k5", [True] * 1000, [True], d, links)
     assert c.get("k1").node_ids["n1"] == 1 and c.get("k2").node_ids == c.get("k1").node_ids
+    scopecache.forget_dict_maps()
+    del d["n7"]
+    d["n7"] = 7
+    c.put("k6", [True] * 1000, [True], d, links)
+    assert c.get("k6").node_ids == c.get("k4").node_ids
