@@ -62,6 +62,8 @@ mod index;
 pub mod io;
 mod key;
 mod mapping;
+#[cfg(feature = "migrate")]
+pub mod migrate;
 mod open;
 mod parts;
 #[cfg(feature = "remote")]

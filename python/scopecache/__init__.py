@@ -1,0 +1,81 @@
+"""scopecache: a memory-mapped, single-file cache of graph coverage scopes.
+
+Two APIs:
+
+- ``CacheScopeManager``: a drop-in for the original manager (same names,
+  arguments, defaults and return shapes), keeping one cache file.
+- ``ScopeCache``, ``Scope``, ``IdMap``, ``Bitset``: the native API, mirroring
+  the Rust crate.
+
+Reads are zero-copy: bitsets export the mapped file's words through the
+buffer protocol, id mappings are probed in place.
+"""
+
+from __future__ import annotations
+
+import collections.abc as _abc
+
+from . import errors
+from ._native import (
+    FORMAT_VERSION,
+    MAX_KEY_LEN,
+    Bitset,
+    IdMap,
+    Scope,
+    ScopeCache,
+    forget_dict_maps,
+    migrate,
+    refresh_logging,
+)
+from .errors import (
+    AttributesError,
+    ClosedError,
+    ConfigError,
+    CorruptError,
+    DuplicateIdError,
+    InvalidKeyError,
+    LengthMismatchError,
+    MappingError,
+    NotACacheFileError,
+    PoisonedError,
+    ReadOnlyError,
+    ScopeCacheError,
+    ScopeIOError,
+    TooLargeError,
+    TooManyIdsError,
+    UnsupportedVersionError,
+)
+from .manager import CachedScope, CacheScopeManager
+
+_abc.Mapping.register(IdMap)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_KEY_LEN",
+    "AttributesError",
+    "Bitset",
+    "CacheScopeManager",
+    "CachedScope",
+    "ClosedError",
+    "ConfigError",
+    "CorruptError",
+    "DuplicateIdError",
+    "IdMap",
+    "InvalidKeyError",
+    "LengthMismatchError",
+    "MappingError",
+    "NotACacheFileError",
+    "PoisonedError",
+    "ReadOnlyError",
+    "Scope",
+    "ScopeCache",
+    "ScopeCacheError",
+    "ScopeIOError",
+    "TooLargeError",
+    "TooManyIdsError",
+    "UnsupportedVersionError",
+    "errors",
+    "forget_dict_maps",
+    "migrate",
+    "refresh_logging",
+]
