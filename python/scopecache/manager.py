@@ -148,6 +148,11 @@ class CacheScopeManager:
         max_cache_size_gb: bound on the cache file's size, in GiB.
         max_entries: bound on the number of cached scopes.
         ttl_hours: an entry not accessed for this long expires.
+        remote: ``"s3://bucket/prefix"``: share scopes with other machines
+            through an S3-compatible bucket (a local miss pulls, a put
+            pushes); ``remote_endpoint``, ``remote_region`` and
+            ``remote_allow_http`` override the standard ``AWS_*``
+            environment variables, which also give the keys.
 
     Differences from the original, all deliberate: limits apply after each
     put with the new scope counted (the original evicted down to
@@ -163,6 +168,11 @@ class CacheScopeManager:
         max_cache_size_gb: float = 10.0,
         max_entries: int = 100,
         ttl_hours: int = 24,
+        *,
+        remote: str | None = None,
+        remote_endpoint: str | None = None,
+        remote_region: str | None = None,
+        remote_allow_http: bool | None = None,
     ) -> None:
         self.cache_file = resolve_cache_file(cache_dir)
         self.cache_dir = self.cache_file.parent
@@ -174,6 +184,10 @@ class CacheScopeManager:
             max_size_bytes=self.max_cache_size_bytes,
             max_entries=max_entries,
             ttl_hours=float(ttl_hours),
+            remote=remote,
+            remote_endpoint=remote_endpoint,
+            remote_region=remote_region,
+            remote_allow_http=remote_allow_http,
         )
 
     @property

@@ -12,6 +12,7 @@ use crate::bitset::{Bitset, Which};
 use crate::errors::{new_err, py_err};
 use crate::idmap::PyIdMap;
 use crate::input::{attributes_from_py, attributes_to_py};
+use crate::remote::RemoteSettings;
 use crate::{algebra, compute, fork, pymods};
 
 /// The handle, and the fork generation it was opened under.
@@ -35,6 +36,7 @@ struct State {
 pub struct PyScopeCache {
     path: PathBuf,
     config: CacheConfig,
+    remote: RemoteSettings,
     ttl_hours: Option<f64>,
     state: Mutex<State>,
 }
@@ -67,7 +69,17 @@ impl PyScopeCache {
         // Opened with the GIL held: releasing it while holding `state` would
         // let another thread, holding the GIL, block on `state` while this
         // one waits for the GIL. Opening costs tens of microseconds.
-        let cache = Arc::new(ScopeCache::open(&self.path, self.config.clone()).map_err(py_err(py))?);
+        #[cfg(feature = "remote")]
+        let config = CacheConfig {
+            remote: self.remote.build(py)?,
+            ..self.config.clone()
+        };
+        #[cfg(not(feature = "remote"))]
+        let config = {
+            self.remote.build(py)?;
+            self.config.clone()
+        };
+        let cache = Arc::new(ScopeCache::open(&self.path, config).map_err(py_err(py))?);
         st.cache = Some(Arc::clone(&cache));
         st.forks = now;
         Ok(cache)
@@ -152,12 +164,17 @@ impl PyScopeCache {
     /// `read_only` refuses every write (a file that cannot be opened for
     /// writing is opened read-only anyway). `fsync=False` is for throwaway
     /// caches only: a power loss can then tear committed scopes.
+    /// `remote="s3://bucket/prefix"` adds the shared remote tier (a local
+    /// miss pulls from the bucket, a put pushes to it); `remote_endpoint`,
+    /// `remote_region`, `remote_allow_http` override the standard AWS_*
+    /// environment variables, which also give the keys.
     #[new]
     #[pyo3(signature = (
         path, max_size_bytes = 10 << 30, max_entries = 100, ttl_hours = Some(24.0),
         read_only = false, verify_bitsets = true, auto_compact = true,
         compact_dead_ratio = 0.5, compact_min_dead_bytes = 1 << 20,
-        quarantine_corrupt = false, fsync = true,
+        quarantine_corrupt = false, fsync = true, remote = None,
+        remote_endpoint = None, remote_region = None, remote_allow_http = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -173,7 +190,18 @@ impl PyScopeCache {
         compact_min_dead_bytes: u64,
         quarantine_corrupt: bool,
         fsync: bool,
+        remote: Option<String>,
+        remote_endpoint: Option<String>,
+        remote_region: Option<String>,
+        remote_allow_http: Option<bool>,
     ) -> PyResult<PyScopeCache> {
+        let remote = RemoteSettings {
+            url: remote,
+            endpoint: remote_endpoint,
+            region: remote_region,
+            allow_http: remote_allow_http,
+        };
+        crate::remote::check(py, &remote)?;
         let ttl = match ttl_hours {
             None => None,
             Some(h) => Some(Duration::try_from_secs_f64(h * 3600.0).map_err(|_| {
@@ -200,6 +228,7 @@ impl PyScopeCache {
         let me = PyScopeCache {
             path,
             config,
+            remote,
             ttl_hours,
             state: Mutex::new(State {
                 cache: None,
@@ -209,6 +238,12 @@ impl PyScopeCache {
         };
         me.handle(py)?;
         Ok(me)
+    }
+
+    /// The remote tier's `s3://bucket/prefix`, or None.
+    #[getter]
+    fn remote(&self) -> Option<String> {
+        self.remote.url.clone()
     }
 
     /// The cache file's path.
@@ -440,6 +475,7 @@ impl PyScopeCache {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
         let py = slf.py();
         let c = &slf.get().config;
+        let r = &slf.get().remote;
         let args = (
             slf.get().path.clone(),
             c.max_size_bytes,
@@ -454,6 +490,13 @@ impl PyScopeCache {
             c.fsync,
         )
             .into_pyobject(py)?;
+        // More than a tuple's conversion takes at once: the remote settings follow.
+        let args = PyList::new(py, args.iter())?;
+        args.append(r.url.clone())?;
+        args.append(r.endpoint.clone())?;
+        args.append(r.region.clone())?;
+        args.append(r.allow_http)?;
+        let args = args.to_tuple();
         Ok((slf.get_type().into_any(), args))
     }
 

@@ -12,6 +12,7 @@ mod idmap;
 mod input;
 mod migrate;
 mod pymods;
+mod remote;
 
 use pyo3::prelude::*;
 use std::sync::OnceLock;
@@ -48,6 +49,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(algebra::difference, m)?)?;
     m.add_function(wrap_pyfunction!(algebra::counts, m)?)?;
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::has_remote, m)?)?;
     m.add_function(wrap_pyfunction!(migrate::migrate, m)?)?;
     m.add_function(wrap_pyfunction!(idmap::forget_dict_maps, m)?)?;
     m.add("FORMAT_VERSION", scopecache::FORMAT_VERSION)?;
