@@ -46,7 +46,15 @@ def s3(monkeypatch):
     endpoint = f"http://127.0.0.1:{port}"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [
+                os.environ.get("SCOPECACHE_TEST_PYTHON", sys.executable),
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
