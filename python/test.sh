@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds and installs the Python package with pip into a virtualenv under
-# target/ (made on first use, with maturin, pytest, numpy, bitarray, orjson
-# and ruff), lints it with ruff, and runs its pytest suite.
+# target/ (made on first use, with maturin, pytest, numpy, bitarray, orjson,
+# ruff and moto's S3 server for the remote-tier test), lints it with ruff,
+# and runs its pytest suite.
 #
 # Environment: PYTHON (default python3, 3.11 or newer); SCOPECACHE_VENV (the
 # virtualenv, default target/python-venv); SCOPECACHE_ORIGINAL (the folder of
@@ -17,7 +18,7 @@ fi
 # The build backend runs the `maturin` of the virtualenv.
 export PATH="$venv/bin:$PATH"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "maturin>=1.7,<2" pytest numpy bitarray orjson ruff
+    "maturin>=1.7,<2" pytest numpy bitarray orjson ruff "moto[server]>=5.2"
 # pip install ./python, without an isolated build environment so that the
 # maturin just installed is used and no download happens on each run.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \

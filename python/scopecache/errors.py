@@ -24,6 +24,14 @@ __all__ = [
     "ConfigError",
     "ScopeIOError",
     "ClosedError",
+    "MappingMismatchError",
+    "NoScopesError",
+    "ComputeError",
+    "ComputeTimeoutError",
+    "StoredButGoneError",
+    "RemoteError",
+    "RemoteMissingError",
+    "RemoteCorruptError",
 ]
 
 
@@ -90,3 +98,42 @@ class ScopeIOError(ScopeCacheError, OSError):
 
 class ClosedError(ScopeCacheError):
     """The cache handle was closed."""
+
+
+class MappingMismatchError(ScopeCacheError, ValueError):
+    """Scopes combined by the coverage algebra (or a coverage stored back
+    ``like`` a scope) do not share their node and link id mappings."""
+
+
+class NoScopesError(ScopeCacheError, ValueError):
+    """An operation over a list of scopes was given none."""
+
+
+class ComputeError(ScopeCacheError):
+    """The ``compute`` of ``get_or_compute`` failed; its own exception is
+    ``__cause__``. The claim on the key was released, so the next caller
+    computes anew."""
+
+
+class ComputeTimeoutError(ScopeCacheError, TimeoutError):
+    """``get_or_compute`` waited for another process's computation of the
+    key longer than its timeout."""
+
+
+class StoredButGoneError(ScopeCacheError):
+    """``get_or_compute`` stored the scope but it was evicted or expired
+    before it could be read back (limits far too small)."""
+
+
+class RemoteError(ScopeCacheError):
+    """A request to the remote store failed (network, timeout, refusal);
+    the local file is untouched and trying again is safe."""
+
+
+class RemoteMissingError(RemoteError):
+    """An object or manifest the remote store should hold is not there."""
+
+
+class RemoteCorruptError(RemoteError, CorruptError):
+    """An object or manifest in the remote store fails its checks; nothing
+    was stored locally."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,22 @@ class CachedScope:
         self.total_links = total_links
         self.scope = scope
 
+    def covered_node_ids(self, limit: int | None = None) -> list[str]:
+        """The ids of the covered nodes, in index order (at most ``limit``)."""
+        return self.scope.covered_node_ids(limit)
+
+    def covered_link_ids(self, limit: int | None = None) -> list[str]:
+        """The ids of the covered links, in index order (at most ``limit``)."""
+        return self.scope.covered_link_ids(limit)
+
+    def node_covered(self, node_id: str) -> bool | None:
+        """Whether the node is covered; None when it is not in the mapping."""
+        return self.scope.node_covered(node_id)
+
+    def link_covered(self, link_id: str) -> bool | None:
+        """Whether the link is covered; None when it is not in the mapping."""
+        return self.scope.link_covered(link_id)
+
     def __repr__(self) -> str:
         return (
             f"CachedScope(key={self.key!r}, total_nodes={self.total_nodes}, "
@@ -132,6 +148,11 @@ class CacheScopeManager:
         max_cache_size_gb: bound on the cache file's size, in GiB.
         max_entries: bound on the number of cached scopes.
         ttl_hours: an entry not accessed for this long expires.
+        remote: ``"s3://bucket/prefix"``: share scopes with other machines
+            through an S3-compatible bucket (a local miss pulls, a put
+            pushes); ``remote_endpoint``, ``remote_region`` and
+            ``remote_allow_http`` override the standard ``AWS_*``
+            environment variables, which also give the keys.
 
     Differences from the original, all deliberate: limits apply after each
     put with the new scope counted (the original evicted down to
@@ -147,6 +168,11 @@ class CacheScopeManager:
         max_cache_size_gb: float = 10.0,
         max_entries: int = 100,
         ttl_hours: int = 24,
+        *,
+        remote: str | None = None,
+        remote_endpoint: str | None = None,
+        remote_region: str | None = None,
+        remote_allow_http: bool | None = None,
     ) -> None:
         self.cache_file = resolve_cache_file(cache_dir)
         self.cache_dir = self.cache_file.parent
@@ -158,6 +184,10 @@ class CacheScopeManager:
             max_size_bytes=self.max_cache_size_bytes,
             max_entries=max_entries,
             ttl_hours=float(ttl_hours),
+            remote=remote,
+            remote_endpoint=remote_endpoint,
+            remote_region=remote_region,
+            remote_allow_http=remote_allow_http,
         )
 
     @property
@@ -195,23 +225,7 @@ class CacheScopeManager:
         try:
             check_key(scope_key)
             cs = coverage_scope
-            nodes, links = cs.covered_nodes, cs.covered_links
-            for what, bits, total in (
-                ("covered_nodes", nodes, cs.total_nodes),
-                ("covered_links", links, cs.total_links),
-            ):
-                if len(bits) != total:
-                    raise LengthMismatchError(
-                        f"{what} has {len(bits)} bits but the scope says {total}"
-                    )
-            self._cache.put(
-                scope_key,
-                nodes,
-                links,
-                cs.node_id_mapping,
-                cs.link_id_mapping,
-                config_attributes,
-            )
+            self._cache.put(scope_key, *self._put_args(cs, config_attributes))
         except Exception as e:
             logger.error(f"Failed to cache scope {scope_key}: {e}")
             return False
@@ -220,6 +234,63 @@ class CacheScopeManager:
                 f"Cached scope {scope_key}: {cs.total_nodes:,} nodes, {cs.total_links:,} links"
             )
         return True
+
+    @staticmethod
+    def _put_args(coverage_scope: Any, config_attributes: Any) -> tuple[Any, ...]:
+        """A CoverageScope as the arguments of a put, its lengths checked."""
+        cs = coverage_scope
+        nodes, links = cs.covered_nodes, cs.covered_links
+        for what, bits, total in (
+            ("covered_nodes", nodes, cs.total_nodes),
+            ("covered_links", links, cs.total_links),
+        ):
+            if len(bits) != total:
+                raise LengthMismatchError(f"{what} has {len(bits)} bits but the scope says {total}")
+        return nodes, links, cs.node_id_mapping, cs.link_id_mapping, config_attributes
+
+    def load_or_compute_scope(
+        self,
+        scope_key: str,
+        config: Any,
+        compute: Callable[[], Any],
+        config_attributes: dict[str, Any] | None = None,
+        timeout: float | None = None,
+        on_timeout: str = "fail",
+    ) -> CachedScope:
+        """The cached scope; when it is missing, exactly one caller of all
+        processes runs ``compute()`` and caches what it returns while the
+        others wait for it, then load it.
+
+        ``compute`` returns the original's CoverageScope (what
+        ``cache_scope`` takes), or a pair ``(coverage_scope,
+        config_attributes)``; else ``config_attributes`` is stored.
+        ``timeout`` (seconds, default 600) bounds the wait for another
+        process's computation: then ``on_timeout="fail"`` raises
+        ``ComputeTimeoutError``, ``"compute"`` computes here too. Unlike
+        ``load_scope`` this raises: ``ComputeError`` (with the exception of
+        ``compute`` as ``__cause__``; the claim is released so the next
+        caller computes anew), ``InvalidKeyError``, ``ScopeIOError``, ...
+        """
+        check_key(scope_key)
+
+        def parts() -> tuple[Any, ...]:
+            got = compute()
+            if isinstance(got, tuple) and len(got) == 2:
+                return self._put_args(got[0], got[1])
+            return self._put_args(got, config_attributes)
+
+        s = self._cache.get_or_compute(scope_key, parts, timeout=timeout, on_timeout=on_timeout)
+        return CachedScope(
+            scope_key,
+            config,
+            s.nodes,
+            s.links,
+            s.node_ids,
+            s.link_ids,
+            s.total_nodes,
+            s.total_links,
+            s,
+        )
 
     def load_scope(self, scope_key: str, config: Any) -> CachedScope | None:
         """The cached scope, or None when absent, expired or damaged (a

@@ -1,8 +1,9 @@
 //! `Bitset`: a scope's nodes or links bitset, read in place from the mapped
-//! cache file.
+//! cache file, or a result of the coverage algebra over owned words.
 
 use std::ffi::{c_int, c_void};
 
+use bitvec::prelude::{BitVec, Lsb0};
 use pyo3::exceptions::{PyBufferError, PyIndexError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -18,7 +19,16 @@ pub enum Which {
     Links,
 }
 
-/// A read-only bitset read in place from the cache file.
+/// Where a bitset's words are.
+enum Source {
+    /// In the mapped file, kept alive by the scope.
+    Mapped(Scope),
+    /// Owned (a result of the algebra), with the name of the operation.
+    Owned(Box<[u64]>, &'static str),
+}
+
+/// A read-only bitset read in place from the cache file (or owned, for a
+/// result of the coverage algebra).
 ///
 /// `len()` bits; `b[i]` is 0 or 1; `count()` counts the set bits. The
 /// buffer protocol exports the little-endian u64 words (format "Q",
@@ -28,7 +38,7 @@ pub enum Which {
 /// valid and unchanged even after the key is replaced, evicted or compacted.
 #[pyclass(frozen, sequence, module = "scopecache", name = "Bitset")]
 pub struct Bitset {
-    scope: Scope,
+    source: Source,
     which: Which,
     bits: usize,
     /// The buffer's shape and strides, pointed to by every exported view;
@@ -44,7 +54,7 @@ impl Bitset {
             Which::Links => scope.links().len(),
         };
         let mut b = Bitset {
-            scope,
+            source: Source::Mapped(scope),
             which,
             bits,
             shape: [0],
@@ -54,13 +64,43 @@ impl Bitset {
         b
     }
 
+    /// An owned bitset of `bits`, the result of operation `op`. Bits past
+    /// `len()` in the last word are cleared, as the buffer promises.
+    pub fn owned(bits: BitVec<u64, Lsb0>, which: Which, op: &'static str) -> Bitset {
+        let n = bits.len();
+        let mut words = bits.into_vec();
+        words.truncate(n.div_ceil(64));
+        words.resize(n.div_ceil(64), 0);
+        if !n.is_multiple_of(64) {
+            if let Some(last) = words.last_mut() {
+                *last &= (1u64 << (n % 64)) - 1;
+            }
+        }
+        let shape = [words.len() as ffi::Py_ssize_t];
+        Bitset {
+            source: Source::Owned(words.into_boxed_slice(), op),
+            which,
+            bits: n,
+            shape,
+            strides: [8],
+        }
+    }
+
     /// The words, read in place.
     #[inline(always)]
     pub fn words(&self) -> &[u64] {
-        match self.which {
-            Which::Nodes => self.scope.node_words(),
-            Which::Links => self.scope.link_words(),
+        match (&self.source, self.which) {
+            (Source::Mapped(s), Which::Nodes) => s.node_words(),
+            (Source::Mapped(s), Which::Links) => s.link_words(),
+            (Source::Owned(w, _), _) => w,
         }
+    }
+
+    /// The bits as an owned bit vector (a copy of the words).
+    pub fn to_bitvec(&self) -> BitVec<u64, Lsb0> {
+        let mut v = BitVec::from_slice(self.words());
+        v.truncate(self.bits);
+        v
     }
 
     /// The number of bits.
@@ -221,12 +261,15 @@ impl Bitset {
             Which::Nodes => "nodes",
             Which::Links => "links",
         };
-        format!(
-            "<scopecache.Bitset {} of {:?}: {} bits>",
-            what,
-            self.scope.key(),
-            self.bits
-        )
+        match &self.source {
+            Source::Mapped(s) => format!(
+                "<scopecache.Bitset {} of {:?}: {} bits>",
+                what,
+                s.key(),
+                self.bits
+            ),
+            Source::Owned(_, op) => format!("<scopecache.Bitset {what} of a {op}: {} bits>", self.bits),
+        }
     }
 
     /// Exports the words, read-only.
@@ -246,10 +289,11 @@ impl Bitset {
         let shape = me.shape.as_ptr().cast_mut();
         let strides = me.strides.as_ptr().cast_mut();
         // SAFETY: `view` is non-null and Python hands us a Py_buffer to fill.
-        // `buf` points at `len` bytes of words inside the mapping that
-        // `me.scope` keeps alive; the bytes of a committed region are never
-        // written again (RegionSource invariant), so a read-only export is
-        // sound. `view.obj` takes a strong reference to this object, which
+        // `buf` points at `len` bytes of words either inside the mapping that
+        // `me.source`'s scope keeps alive (the bytes of a committed region
+        // are never written again: RegionSource invariant) or in the boxed
+        // slice `me.source` owns, which this frozen object never mutates nor
+        // frees while alive; so a read-only export is sound. `view.obj` takes a strong reference to this object, which
         // keeps the scope, and so the mapping, `shape` and `strides`, alive
         // until the view is released. `format`, `shape` and `strides` are
         // never written through by consumers of a read-only buffer.

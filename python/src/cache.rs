@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use scopecache::{CacheConfig, CacheStats, EntryInfo, Scope, ScopeCache, ScopeData};
+use scopecache::{CacheConfig, CacheStats, EntryInfo, Scope, ScopeCache};
 
 use crate::bitset::{Bitset, Which};
 use crate::errors::{new_err, py_err};
-use crate::idmap::{build_pair, Collected, PyIdMap};
-use crate::input::{attributes_from_py, attributes_to_py, bits_from_py};
-use crate::{fork, pymods};
+use crate::idmap::PyIdMap;
+use crate::input::{attributes_from_py, attributes_to_py};
+use crate::remote::RemoteSettings;
+use crate::{algebra, compute, fork, pymods};
 
 /// The handle, and the fork generation it was opened under.
 struct State {
@@ -35,6 +36,7 @@ struct State {
 pub struct PyScopeCache {
     path: PathBuf,
     config: CacheConfig,
+    remote: RemoteSettings,
     ttl_hours: Option<f64>,
     state: Mutex<State>,
 }
@@ -67,7 +69,17 @@ impl PyScopeCache {
         // Opened with the GIL held: releasing it while holding `state` would
         // let another thread, holding the GIL, block on `state` while this
         // one waits for the GIL. Opening costs tens of microseconds.
-        let cache = Arc::new(ScopeCache::open(&self.path, self.config.clone()).map_err(py_err(py))?);
+        #[cfg(feature = "remote")]
+        let config = CacheConfig {
+            remote: self.remote.build(py)?,
+            ..self.config.clone()
+        };
+        #[cfg(not(feature = "remote"))]
+        let config = {
+            self.remote.build(py)?;
+            self.config.clone()
+        };
+        let cache = Arc::new(ScopeCache::open(&self.path, config).map_err(py_err(py))?);
         st.cache = Some(Arc::clone(&cache));
         st.forks = now;
         Ok(cache)
@@ -152,12 +164,17 @@ impl PyScopeCache {
     /// `read_only` refuses every write (a file that cannot be opened for
     /// writing is opened read-only anyway). `fsync=False` is for throwaway
     /// caches only: a power loss can then tear committed scopes.
+    /// `remote="s3://bucket/prefix"` adds the shared remote tier (a local
+    /// miss pulls from the bucket, a put pushes to it); `remote_endpoint`,
+    /// `remote_region`, `remote_allow_http` override the standard AWS_*
+    /// environment variables, which also give the keys.
     #[new]
     #[pyo3(signature = (
         path, max_size_bytes = 10 << 30, max_entries = 100, ttl_hours = Some(24.0),
         read_only = false, verify_bitsets = true, auto_compact = true,
         compact_dead_ratio = 0.5, compact_min_dead_bytes = 1 << 20,
-        quarantine_corrupt = false, fsync = true,
+        quarantine_corrupt = false, fsync = true, remote = None,
+        remote_endpoint = None, remote_region = None, remote_allow_http = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn py_new(
@@ -173,7 +190,18 @@ impl PyScopeCache {
         compact_min_dead_bytes: u64,
         quarantine_corrupt: bool,
         fsync: bool,
+        remote: Option<String>,
+        remote_endpoint: Option<String>,
+        remote_region: Option<String>,
+        remote_allow_http: Option<bool>,
     ) -> PyResult<PyScopeCache> {
+        let remote = RemoteSettings {
+            url: remote,
+            endpoint: remote_endpoint,
+            region: remote_region,
+            allow_http: remote_allow_http,
+        };
+        crate::remote::check(py, &remote)?;
         let ttl = match ttl_hours {
             None => None,
             Some(h) => Some(Duration::try_from_secs_f64(h * 3600.0).map_err(|_| {
@@ -200,6 +228,7 @@ impl PyScopeCache {
         let me = PyScopeCache {
             path,
             config,
+            remote,
             ttl_hours,
             state: Mutex::new(State {
                 cache: None,
@@ -209,6 +238,12 @@ impl PyScopeCache {
         };
         me.handle(py)?;
         Ok(me)
+    }
+
+    /// The remote tier's `s3://bucket/prefix`, or None.
+    #[getter]
+    fn remote(&self) -> Option<String> {
+        self.remote.url.clone()
     }
 
     /// The cache file's path.
@@ -255,30 +290,51 @@ impl PyScopeCache {
         attributes: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let cache = self.handle(py)?;
-        let (nc, lc) = (
-            Collected::from_py(py, node_ids, "node_ids")?,
-            Collected::from_py(py, link_ids, "link_ids")?,
-        );
-        let (node_ids, link_ids) = build_pair(py, nc.source(py, "node_ids")?, lc.source(py, "link_ids")?)?;
-        nc.remember(&node_ids);
-        lc.remember(&link_ids);
-        let nodes = bits_from_py(py, nodes, node_ids.len(), "nodes")?;
-        let links = bits_from_py(py, links, link_ids.len(), "links")?;
+        let parts = compute::parts_from_py(py, nodes, links, node_ids, link_ids, attributes)?;
+        py.detach(|| cache.put(key, &parts.data())).map_err(py_err(py))
+    }
+
+    /// Stores a `Coverage` (a result of `union`, `intersection` or
+    /// `difference`) under `key` with the mappings of `like` (by default
+    /// the first scope it was computed from): a mapping the file holds
+    /// already is not written again. `MappingMismatchError` when `like`'s
+    /// mappings are not the coverage's.
+    #[pyo3(signature = (key, coverage, like = None, attributes = None))]
+    fn put_coverage(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        coverage: &Bound<'_, PyAny>,
+        like: Option<&Bound<'_, PyAny>>,
+        attributes: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let cache = self.handle(py)?;
         let attributes = attributes_from_py(py, attributes)?;
-        let key = key.to_owned();
-        py.detach(|| {
-            cache.put(
-                &key,
-                &ScopeData {
-                    nodes: &nodes,
-                    links: &links,
-                    node_ids: &node_ids,
-                    link_ids: &link_ids,
-                    attributes: &attributes,
-                },
-            )
-        })
-        .map_err(py_err(py))
+        algebra::put_coverage(py, &cache, key, coverage, like, &attributes)
+    }
+
+    /// The scope under `key`; if it is missing, exactly one caller of all
+    /// threads and processes runs `compute()` and stores what it returns
+    /// (what `put` takes: `(nodes, links, node_ids, link_ids[,
+    /// attributes])` or a dict of those names) while the others wait for
+    /// it, polling without the GIL. `timeout` (seconds, default 600) bounds
+    /// the wait for another caller's computation; then `on_timeout="fail"`
+    /// raises `ComputeTimeoutError` and `"compute"` computes here too. An
+    /// exception in `compute` raises `ComputeError` (the exception is its
+    /// `__cause__`) and releases the claim; a computing process that dies
+    /// releases it at once.
+    #[pyo3(signature = (key, compute, timeout = None, on_timeout = "fail"))]
+    fn get_or_compute(
+        &self,
+        py: Python<'_>,
+        key: &str,
+        compute: &Bound<'_, PyAny>,
+        timeout: Option<f64>,
+        on_timeout: &str,
+    ) -> PyResult<PyScope> {
+        let cache = self.handle(py)?;
+        let s = compute::get_or_compute(py, &cache, key, compute, timeout, on_timeout)?;
+        PyScope::new(py, s)
     }
 
     /// The scope under `key`, or None (absent, expired, or dropped because
@@ -419,6 +475,7 @@ impl PyScopeCache {
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, pyo3::types::PyTuple>)> {
         let py = slf.py();
         let c = &slf.get().config;
+        let r = &slf.get().remote;
         let args = (
             slf.get().path.clone(),
             c.max_size_bytes,
@@ -433,6 +490,13 @@ impl PyScopeCache {
             c.fsync,
         )
             .into_pyobject(py)?;
+        // More than a tuple's conversion takes at once: the remote settings follow.
+        let args = PyList::new(py, args.iter())?;
+        args.append(r.url.clone())?;
+        args.append(r.endpoint.clone())?;
+        args.append(r.region.clone())?;
+        args.append(r.allow_http)?;
+        let args = args.to_tuple();
         Ok((slf.get_type().into_any(), args))
     }
 
@@ -455,7 +519,12 @@ pub struct PyScope {
 }
 
 impl PyScope {
-    fn new(py: Python<'_>, s: Scope) -> PyResult<PyScope> {
+    /// The engine's scope.
+    pub fn inner(&self) -> &Scope {
+        &self.scope
+    }
+
+    pub fn new(py: Python<'_>, s: Scope) -> PyResult<PyScope> {
         Ok(PyScope {
             nodes: Py::new(py, Bitset::new(s.clone(), Which::Nodes))?,
             links: Py::new(py, Bitset::new(s.clone(), Which::Links))?,
@@ -524,6 +593,29 @@ impl PyScope {
     #[getter]
     fn attributes<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         attributes_to_py(py, self.scope.attributes())
+    }
+
+    /// The ids of the covered nodes, in index order (at most `limit`),
+    /// read in place; the walk runs without the GIL.
+    #[pyo3(signature = (limit = None))]
+    fn covered_node_ids<'py>(&self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        algebra::scope_covered_ids(py, &self.scope, Which::Nodes, limit)
+    }
+
+    /// The ids of the covered links, in index order (at most `limit`).
+    #[pyo3(signature = (limit = None))]
+    fn covered_link_ids<'py>(&self, py: Python<'py>, limit: Option<usize>) -> PyResult<Bound<'py, PyList>> {
+        algebra::scope_covered_ids(py, &self.scope, Which::Links, limit)
+    }
+
+    /// Whether node `id` is covered: None when it is not in the mapping.
+    fn node_covered(&self, id: &str) -> Option<bool> {
+        self.scope.node_covered(id)
+    }
+
+    /// Whether link `id` is covered: None when it is not in the mapping.
+    fn link_covered(&self, id: &str) -> Option<bool> {
+        self.scope.link_covered(id)
     }
 
     /// The entry's description as of the snapshot this scope came from.

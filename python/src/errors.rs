@@ -44,6 +44,14 @@ fn name_of(e: &Error) -> &'static str {
         Error::TooLarge { .. } => "TooLargeError",
         Error::Poisoned { .. } => "PoisonedError",
         Error::Config(_) => "ConfigError",
+        Error::MappingMismatch { .. } => "MappingMismatchError",
+        Error::NoScopes { .. } => "NoScopesError",
+        Error::Compute { .. } => "ComputeError",
+        Error::ComputeTimeout { .. } => "ComputeTimeoutError",
+        Error::StoredButGone { .. } => "StoredButGoneError",
+        Error::Remote { .. } => "RemoteError",
+        Error::RemoteMissing { .. } => "RemoteMissingError",
+        Error::RemoteCorrupt { .. } => "RemoteCorruptError",
         _ => "ScopeCacheError",
     }
 }

@@ -2,14 +2,17 @@
 //! scopecache engine. The Python package `scopecache` (beside this crate)
 //! wraps it; its API is documented in `scopecache/_native.pyi`.
 
+mod algebra;
 mod bitset;
 mod cache;
+mod compute;
 mod errors;
 mod fork;
 mod idmap;
 mod input;
 mod migrate;
 mod pymods;
+mod remote;
 
 use pyo3::prelude::*;
 use std::sync::OnceLock;
@@ -39,7 +42,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<idmap::IdMapIter>()?;
     m.add_class::<bitset::Bitset>()?;
     m.add_class::<bitset::BitsetIter>()?;
+    m.add_class::<algebra::PyCoverage>()?;
+    m.add_class::<algebra::PyCounts>()?;
+    m.add_function(wrap_pyfunction!(algebra::union, m)?)?;
+    m.add_function(wrap_pyfunction!(algebra::intersection, m)?)?;
+    m.add_function(wrap_pyfunction!(algebra::difference, m)?)?;
+    m.add_function(wrap_pyfunction!(algebra::counts, m)?)?;
     m.add_function(wrap_pyfunction!(refresh_logging, m)?)?;
+    m.add_function(wrap_pyfunction!(remote::has_remote, m)?)?;
     m.add_function(wrap_pyfunction!(migrate::migrate, m)?)?;
     m.add_function(wrap_pyfunction!(idmap::forget_dict_maps, m)?)?;
     m.add("FORMAT_VERSION", scopecache::FORMAT_VERSION)?;
