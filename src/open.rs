@@ -119,7 +119,14 @@ pub(crate) fn open_cache(path: &Path, cfg: &CacheConfig, io: &dyn IoFactory) -> 
                 other => other?,
             }
         }
-        let (fh, read_only) = open_handle(path, cfg.read_only, io)?;
+        let (fh, read_only) = match open_handle(path, cfg.read_only, io) {
+            // Another opener moved a corrupt file aside between our check
+            // and our open: the path names its replacement soon; try again.
+            Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound && !cfg.read_only => {
+                continue
+            }
+            other => other?,
+        };
         let fh = Arc::new(fh);
         match Snapshot::load(Arc::clone(&fh)) {
             Ok(s) => return Ok((s, read_only)),
