@@ -20,11 +20,7 @@ export PATH="$venv/bin:$PATH"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "maturin>=1.7,<2" pytest numpy bitarray orjson ruff "moto[server]>=5.2"
 # pip install ./python, without an isolated build environment so that the
-# maturin just installed is used and no download happens on each run. The
-# extension is built with cargo's `test` profile (optimised, as set in
-# Cargo.toml), which reuses what `cargo test` compiled; a user's
-# `pip install ./python` builds the release profile.
-export MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS:---profile test}"
+# maturin just installed is used and no download happens on each run.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     --no-build-isolation --force-reinstall --no-deps "$here"
 "$venv/bin/ruff" check "$here" "$root/tests/format_reader"
