@@ -152,19 +152,28 @@ fn read_bits(path: &Path, bits: usize) -> std::result::Result<BitVec<u64, Lsb0>,
             bytes.len()
         ));
     }
-    let words: Vec<u64> = bytes[..need]
+    Ok(bits_from_bytes(&bytes, bits, true))
+}
+
+/// The first `bits` bits of `bytes` as words: bit i is bit `i % 8` of byte
+/// `i / 8`, counted from the least significant bit, or from the most
+/// significant one when `big_endian` (bitarray's default order). Fewer bytes
+/// than the bits need give fewer bits.
+pub fn bits_from_bytes(bytes: &[u8], bits: usize, big_endian: bool) -> BitVec<u64, Lsb0> {
+    let need = bits.div_ceil(8);
+    let words: Vec<u64> = bytes[..need.min(bytes.len())]
         .chunks(8)
         .map(|c| {
             let mut w = [0u8; 8];
             for (d, s) in w.iter_mut().zip(c) {
-                *d = s.reverse_bits();
+                *d = if big_endian { s.reverse_bits() } else { *s };
             }
             u64::from_le_bytes(w)
         })
         .collect();
     let mut v = BitVec::from_vec(words);
     v.truncate(bits);
-    Ok(v)
+    v
 }
 
 /// Orders a `{id: index}` object by index, checking the indices are exactly 0..n.

@@ -10,23 +10,10 @@ use crate::bitset::Bitset;
 use crate::errors::{new_err, type_err};
 use crate::pymods;
 
-/// Words of `bits` bits from bytes in little-endian bit order (bit i at
-/// `1 << i % 8` of byte i / 8), or big-endian bit order when `big`.
+/// Words of `bits` bits from bytes in little-endian bit order, or
+/// big-endian bit order when `big`.
 fn words_from_bytes(bytes: &[u8], bits: usize, big: bool) -> BitVec<u64, Lsb0> {
-    let need = bits.div_ceil(8);
-    let words: Vec<u64> = bytes[..need.min(bytes.len())]
-        .chunks(8)
-        .map(|c| {
-            let mut w = [0u8; 8];
-            for (d, s) in w.iter_mut().zip(c) {
-                *d = if big { s.reverse_bits() } else { *s };
-            }
-            u64::from_le_bytes(w)
-        })
-        .collect();
-    let mut v = BitVec::from_vec(words);
-    v.truncate(bits);
-    v
+    scopecache::migrate::bits_from_bytes(bytes, bits, big)
 }
 
 fn length_err(py: Python<'_>, what: &str, msg: String) -> PyErr {
