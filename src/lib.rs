@@ -46,6 +46,7 @@ compile_error!("scopecache maps little-endian words in place and needs a little-
 pub mod algebra;
 mod bitset;
 mod cache;
+mod chain;
 mod clock;
 mod commit;
 mod compact;
@@ -62,6 +63,7 @@ mod index;
 pub mod io;
 mod key;
 mod mapping;
+mod model;
 #[cfg(feature = "migrate")]
 pub mod migrate;
 mod open;
