@@ -208,7 +208,8 @@ impl Chain {
             newer.push(d);
         }
         let mut deltas: Vec<Arc<Delta>> = older.to_vec();
-        let mut maps_count = base.index().maps.len();
+        let mut maps_count =
+            base.index().maps.len() + deltas.iter().map(|d| d.delta().maps.len()).sum::<usize>();
         let mut end = deltas.last().map_or(base.at.end(), |d| d.at.end());
         for mut d in newer.into_iter().rev() {
             let depth = deltas.len() + 1;

@@ -447,6 +447,22 @@ mod tests {
             offset_of!(ArchivedEntryRecord, attributes),
         ];
         assert_eq!(e, [0, 8, 16, 24, 28, 32, 40, 64, 88]);
+        assert_eq!(
+            (size_of::<ArchivedDeltaData>(), align_of::<ArchivedDeltaData>()),
+            (64, 8)
+        );
+        let d = [
+            offset_of!(ArchivedDeltaData, upserts),
+            offset_of!(ArchivedDeltaData, maps),
+            offset_of!(ArchivedDeltaData, removed),
+            offset_of!(ArchivedDeltaData, prev_offset),
+            offset_of!(ArchivedDeltaData, prev_len),
+            offset_of!(ArchivedDeltaData, since),
+            offset_of!(ArchivedDeltaData, maps_before),
+            offset_of!(ArchivedDeltaData, prev_crc),
+            offset_of!(ArchivedDeltaData, depth),
+        ];
+        assert_eq!(d, [0, 8, 16, 24, 32, 40, 48, 52, 56]);
     }
 
     #[test]
