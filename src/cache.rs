@@ -370,6 +370,7 @@ impl ScopeCache {
                 txn.remove(k);
             }
             let n = keys.len() as u64;
+            txn.write_base = n > 0;
             txn.counts.push((Counter::Removes, n));
             Ok(n)
         })?;

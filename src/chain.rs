@@ -9,7 +9,9 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Superblock, DATA_START, REGION_ALIGN};
-use crate::index::{self, ArchivedDeltaData, ArchivedEntryRecord, ArchivedIndexData, ArchivedMapRecord, Checked};
+use crate::index::{
+    self, ArchivedDeltaData, ArchivedEntryRecord, ArchivedIndexData, ArchivedMapRecord, Checked,
+};
 use crate::mapping::Mapping;
 use crate::snapshot::Resolved;
 use crate::stamps;
@@ -52,7 +54,10 @@ fn copy_part(path: &Path, map: &Mapping, at: PartRef, what: &str) -> Result<Alig
     if crc != at.crc {
         return Err(Error::corrupt(
             path,
-            format!("{what} at {}: CRC expected {:#010x}, found {crc:#010x}", at.offset, at.crc),
+            format!(
+                "{what} at {}: CRC expected {:#010x}, found {crc:#010x}",
+                at.offset, at.crc
+            ),
         ));
     }
     Ok(copy)
@@ -181,7 +186,12 @@ impl Chain {
         let reuse = reuse.filter(|c| c.base.at == base_at);
         let base = match reuse {
             Some(c) => Arc::clone(&c.base),
-            None => Arc::new(Base::load(path, map, base_at, (sb.stamps_offset, sb.stamps_capacity))?),
+            None => Arc::new(Base::load(
+                path,
+                map,
+                base_at,
+                (sb.stamps_offset, sb.stamps_capacity),
+            )?),
         };
         // Newest to oldest, by the links each delta holds; stop at a delta
         // the reused chain has, whose predecessors it has too.
@@ -404,7 +414,7 @@ fn map_at<'a>(base: &'a Base, deltas: &'a [Arc<Delta>], i: usize) -> Option<&'a 
 fn check_stamps(path: &Path, sb: &Superblock, base: &Base, deltas: &[Arc<Delta>]) -> Result<()> {
     let (start, capacity) = (sb.stamps_offset, sb.stamps_capacity);
     let len = stamps::table_len(capacity);
-    let end = start.checked_add(len).unwrap_or(u64::MAX);
+    let end = start.saturating_add(len);
     if start < DATA_START || !start.is_multiple_of(REGION_ALIGN) || end > sb.committed_len {
         return Err(Error::corrupt(
             path,
@@ -421,7 +431,10 @@ fn check_stamps(path: &Path, sb: &Superblock, base: &Base, deltas: &[Arc<Delta>]
             }
             return Err(Error::corrupt(
                 path,
-                format!("the access-stamp table at {start}..{end} overlaps a region of the delta at {}", d.at.offset),
+                format!(
+                    "the access-stamp table at {start}..{end} overlaps a region of the delta at {}",
+                    d.at.offset
+                ),
             ));
         }
     }

@@ -28,8 +28,8 @@ use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::{align_up, Counter, Superblock, COUNTERS_OFFSET, COUNTER_COUNT, FLAG_RETIRED};
 use crate::index::{DeltaData, EntryRecord, MapRecord, MAX_CHAIN_DEPTH};
-use crate::model::{Identity, Model};
 use crate::io::{FileIo, IoFactory};
+use crate::model::{Identity, Model};
 use crate::open::open_handle;
 use crate::snapshot::{FileHandle, Snapshot};
 use crate::stats::CompactReport;
@@ -115,6 +115,9 @@ pub(crate) struct Txn<'c> {
     pub now_us: i64,
     /// Set once anything was changed that needs a commit.
     pub dirty: bool,
+    /// Set when the next commit must write a base index rather than a
+    /// delta (after a `clear`, a delta would only list what is gone).
+    pub write_base: bool,
     /// Set when an fsync failed: the caller must refuse further writes.
     pub poisoned: bool,
     /// Counter increments to apply once committed.
@@ -125,7 +128,12 @@ impl<'c> Txn<'c> {
     /// Begins on `snap`, the newest generation of the locked file, with
     /// `model` when it describes that generation (the model a handle kept
     /// from its own last commit), or one built from the snapshot.
-    pub(crate) fn begin(guard: LockGuard, snap: Arc<Snapshot>, cfg: &'c CacheConfig, model: Option<Model>) -> Txn<'c> {
+    pub(crate) fn begin(
+        guard: LockGuard,
+        snap: Arc<Snapshot>,
+        cfg: &'c CacheConfig,
+        model: Option<Model>,
+    ) -> Txn<'c> {
         let model = match model.filter(|m| m.describes(&snap)) {
             Some(m) => m,
             None => Model::of(&snap),
@@ -136,6 +144,7 @@ impl<'c> Txn<'c> {
             changed: BTreeSet::new(),
             freed: Vec::new(),
             dirty: snap.sb.is_retired(),
+            write_base: false,
             appender: Appender::at(snap.sb.committed_len),
             now_us: cfg.clock.now().timestamp_micros(),
             guard,
@@ -253,12 +262,13 @@ impl<'c> Txn<'c> {
     /// at its depth limit, or its deltas would outgrow the base.
     fn encode_delta(&self) -> Result<Option<rkyv::util::AlignedVec>> {
         let chain = self.snap.chain();
-        if chain.depth() >= MAX_CHAIN_DEPTH {
+        if self.write_base || chain.depth() >= MAX_CHAIN_DEPTH {
             return Ok(None);
         }
-        let (Ok(maps_before), Ok(depth)) = (u32::try_from(self.maps_before), u32::try_from(chain.depth() + 1)) else {
+        let Ok(maps_before) = u32::try_from(self.maps_before) else {
             return Ok(None);
         };
+        let depth = chain.depth() + 1;
         let mut delta = DeltaData {
             maps: self.model.maps()[self.maps_before..].to_vec(),
             since: self.snap.sb.committed_len,
@@ -315,6 +325,7 @@ impl<'c> Txn<'c> {
         self.model.identity = Some(Identity::of(&snap));
         self.changed.clear();
         self.maps_before = self.model.maps().len();
+        self.write_base = false;
         self.snap = Arc::clone(&snap);
         self.appender = Appender::at(sb.committed_len);
         self.dirty = false;

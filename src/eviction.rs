@@ -9,8 +9,8 @@ use crate::error::Result;
 use crate::format::{align_up, Counter};
 use crate::idmap::IdMap;
 use crate::index::{BitsRecord, EntryRecord, MAP_OVERHEAD};
-use crate::model::Model;
 use crate::io::IoFactory;
+use crate::model::Model;
 use crate::stamps;
 use std::collections::HashSet;
 
@@ -126,7 +126,12 @@ impl Txn<'_> {
     /// more entries of `incoming_bytes` bytes, fit `max_entries` and
     /// `max_bytes`; returns how many were evicted. Costs O(1) when nothing
     /// needs evicting, a sort of the entries by last access otherwise.
-    pub(crate) fn evict(&mut self, incoming: usize, incoming_bytes: impl Fn(&Model) -> u64, max_bytes: u64) -> u64 {
+    pub(crate) fn evict(
+        &mut self,
+        incoming: usize,
+        incoming_bytes: impl Fn(&Model) -> u64,
+        max_bytes: u64,
+    ) -> u64 {
         let max_entries = self.cfg.max_entries;
         let over = |m: &Model| {
             m.len() + incoming > max_entries || m.footprint().saturating_add(incoming_bytes(m)) > max_bytes
@@ -135,7 +140,11 @@ impl Txn<'_> {
             return 0;
         }
         self.refresh_access();
-        let mut order: Vec<(i64, String)> = self.model.iter().map(|e| (e.accessed_us, e.key.clone())).collect();
+        let mut order: Vec<(i64, String)> = self
+            .model
+            .iter()
+            .map(|e| (e.accessed_us, e.key.clone()))
+            .collect();
         order.sort();
         let mut evicted = 0;
         for (_, key) in order {

@@ -134,7 +134,13 @@ impl Superblock {
     /// This superblock, moved to `generation`, with its newest delta now the
     /// `delta` bytes at `offset`: what a commit that appends a delta
     /// publishes. The index (the chain's base) and the stamp table are kept.
-    pub(crate) fn with_delta(&self, generation: u64, offset: u64, delta: &[u8], stamps: (u64, u32)) -> Superblock {
+    pub(crate) fn with_delta(
+        &self,
+        generation: u64,
+        offset: u64,
+        delta: &[u8],
+        stamps: (u64, u32),
+    ) -> Superblock {
         Superblock {
             generation,
             flags: 0,

@@ -293,7 +293,9 @@ fn check_entries<'a>(
                 ));
             }
             let len = BitsRecord::byte_len(bits.bits.to_native());
-            regions.add(bits.offset.to_native(), len, "a bitset", &|| format!("entry {key:?}:"))?;
+            regions.add(bits.offset.to_native(), len, "a bitset", &|| {
+                format!("entry {key:?}:")
+            })?;
         }
         let slot = e.slot.to_native();
         max_slot = Some(max_slot.map_or(slot, |m| m.max(slot)));
@@ -323,10 +325,17 @@ pub(crate) fn check_base(
     };
     regions.add(index_offset, index_len, "the index", &String::new)?;
     if let Some((offset, capacity)) = stamps {
-        regions.add(offset, stamps::table_len(capacity), "the access-stamp table", &String::new)?;
+        regions.add(
+            offset,
+            stamps::table_len(capacity),
+            "the access-stamp table",
+            &String::new,
+        )?;
     }
     for (i, m) in idx.maps.iter().enumerate() {
-        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| format!("mapping {i}:"))?;
+        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| {
+            format!("mapping {i}:")
+        })?;
     }
     let map_ids = |i: usize| idx.maps.get(i).map(|m| m.count.to_native());
     let max_slot = check_entries(path, idx.entries.iter(), idx.maps.len(), &map_ids, &mut regions)?;

@@ -63,9 +63,9 @@ mod index;
 pub mod io;
 mod key;
 mod mapping;
-mod model;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+mod model;
 mod open;
 mod parts;
 #[cfg(feature = "remote")]

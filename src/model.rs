@@ -220,7 +220,12 @@ impl Model {
 
     /// Recomputes the access floor from the entries' last access.
     pub(crate) fn reset_floor(&mut self) {
-        self.access_floor = self.entries.values().map(|e| e.accessed_us).min().unwrap_or(i64::MAX);
+        self.access_floor = self
+            .entries
+            .values()
+            .map(|e| e.accessed_us)
+            .min()
+            .unwrap_or(i64::MAX);
     }
 
     /// Bytes the index of this state takes, estimated from above.

@@ -55,7 +55,9 @@ impl Scope {
 
     fn entry(&self) -> &ArchivedEntryRecord {
         // `pos` came from the snapshot's own `find`: it names a live entry.
-        self.snap.entry(self.pos).unwrap_or_else(|| unreachable!("a scope's position names its entry"))
+        self.snap
+            .entry(self.pos)
+            .unwrap_or_else(|| unreachable!("a scope's position names its entry"))
     }
 
     /// The covered nodes: bit i is node `node_ids().id(i)`. O(1), zero-copy.

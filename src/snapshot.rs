@@ -2,10 +2,10 @@
 //! opened, and immutable `Snapshot`s of committed generations over it.
 
 use crate::bitset;
+use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{Counter, Superblock, COUNTERS_OFFSET, DATA_START};
 use crate::idmap::IdMap;
-use crate::chain::Chain;
 use crate::index::{ArchivedEntryRecord, BitsRecord, MapRecord};
 use crate::io::FileIo;
 use crate::mapping::{MappedRegion, Mapping};

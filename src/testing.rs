@@ -27,7 +27,8 @@ pub fn read(file: &[u8]) -> Option<(Superblock, IndexData)> {
         bytes.extend_from_slice(file.get(start..end)?);
         Some(bytes)
     };
-    let mut idx = rkyv::from_bytes::<IndexData, rkyv::rancor::Error>(&part(sb.index_offset, sb.index_len)?).ok()?;
+    let mut idx =
+        rkyv::from_bytes::<IndexData, rkyv::rancor::Error>(&part(sb.index_offset, sb.index_len)?).ok()?;
     let mut chain = Vec::new();
     let mut next = (sb.delta_len > 0).then_some((sb.delta_offset, sb.delta_len));
     while let Some((offset, len)) = next {
@@ -40,8 +41,10 @@ pub fn read(file: &[u8]) -> Option<(Superblock, IndexData)> {
     }
     for d in chain.into_iter().rev() {
         idx.maps.extend(d.maps);
-        idx.entries
-            .retain(|e| d.removed.binary_search(&e.key).is_err() && d.upserts.binary_search_by(|u| u.key.cmp(&e.key)).is_err());
+        idx.entries.retain(|e| {
+            d.removed.binary_search(&e.key).is_err()
+                && d.upserts.binary_search_by(|u| u.key.cmp(&e.key)).is_err()
+        });
         idx.entries.extend(d.upserts);
         idx.entries.sort_by(|a, b| a.key.cmp(&b.key));
     }

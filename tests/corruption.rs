@@ -261,7 +261,6 @@ struct Sb {
     generation: u64,
     committed_len: u64,
     index_offset: u64,
-    index_len: u64,
     stamps_offset: u64,
     stamps_capacity: u32,
     /// Every part of the index the generation needs: its base index and
@@ -296,7 +295,6 @@ fn read_sb(file: &[u8], slot: usize) -> Sb {
         generation: le64(b, 16),
         committed_len: le64(b, 24),
         index_offset: le64(b, 32),
-        index_len: le64(b, 40),
         stamps_offset: le64(b, 56),
         stamps_capacity: u32::from_le_bytes(b[52..56].try_into().unwrap()),
     }
