@@ -167,7 +167,7 @@ impl DeltaData {
 
 /// The longest delta chain a writer makes: the next commit writes a new
 /// base index instead. Bounds what a fresh reader loads besides the base.
-pub(crate) const MAX_CHAIN_DEPTH: u32 = 16;
+pub(crate) const MAX_CHAIN_DEPTH: u32 = 32;
 
 /// Bytes an entry takes in the index beyond its key and attributes, bounded
 /// from above: the 96-byte record plus rkyv's out-of-line strings' padding.
@@ -240,7 +240,7 @@ impl Regions<'_> {
 
     /// Sorts the regions and refuses any two that overlap.
     fn finish(mut self, max_slot: Option<u32>) -> Result<Checked> {
-        self.list.sort_unstable();
+        sort_by_start(&mut self.list);
         for w in self.list.windows(2) {
             let ((a_start, a_end, a), (b_start, _, b)) = (w[0], w[1]);
             if b_start < a_end {
@@ -255,6 +255,45 @@ impl Regions<'_> {
             regions: self.list.into_iter().map(|(s, e, _)| (s, e)).collect(),
         })
     }
+}
+
+/// Sorts regions by start offset in O(n): nothing when they already are
+/// (a compacted file lays its regions out in key order), otherwise an LSD
+/// radix sort on the 64-byte unit of the start. A base index of n entries
+/// names 2n regions, and this runs at every fresh open, where a comparison
+/// sort cost more than everything else the open does.
+fn sort_by_start<T: Copy>(list: &mut Vec<(u64, u64, T)>) {
+    if list.windows(2).all(|w| w[0].0 <= w[1].0) {
+        return;
+    }
+    if list.len() < 256 {
+        list.sort_unstable_by_key(|r| r.0);
+        return;
+    }
+    const BITS: u32 = 11;
+    let unit = |r: &(u64, u64, T)| r.0 / REGION_ALIGN;
+    let max = list.iter().map(unit).max().unwrap_or(0);
+    let passes = (u64::BITS - max.leading_zeros()).div_ceil(BITS);
+    let mut from = std::mem::take(list);
+    let mut to = from.clone();
+    for pass in 0..passes {
+        let digit = |r: &(u64, u64, T)| ((unit(r) >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
+        let mut at = vec![0usize; 1 << BITS];
+        for r in &from {
+            at[digit(r)] += 1;
+        }
+        let mut sum = 0;
+        for c in at.iter_mut() {
+            (*c, sum) = (sum, sum + *c);
+        }
+        for r in &from {
+            let d = digit(r);
+            to[at[d]] = *r;
+            at[d] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    *list = from;
 }
 
 /// Checks `entries` (sorted, valid keys, mappings among the first
@@ -472,6 +511,28 @@ mod tests {
             offset_of!(ArchivedDeltaData, depth),
         ];
         assert_eq!(d, [0, 8, 16, 24, 32, 40, 48, 52, 56]);
+    }
+
+    #[test]
+    fn regions_sort_by_start() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        for n in [0usize, 1, 5, 300, 5000] {
+            let mut v: Vec<(u64, u64, u32)> = (0..n as u32)
+                .map(|i| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let start = (rng % (1 << 40)) / 64 * 64;
+                    (start, start + 64, i)
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort_by_key(|r| r.0);
+            sort_by_start(&mut v);
+            let starts = |v: &[(u64, u64, u32)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+            assert_eq!(starts(&v), starts(&want), "n = {n}");
+            assert_eq!(v.len(), n);
+        }
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub struct CacheStats {
     pub stored_mappings: u64,
     /// The committed generation.
     pub generation: u64,
+    /// Deltas the index holds over its base (FORMAT.md §2.7): what a fresh
+    /// open reads besides the base. A commit appends one; now and then a
+    /// commit writes a new base instead, and this drops to 0.
+    pub index_deltas: u64,
     /// Gets that returned a scope, over all processes.
     pub hits: u64,
     /// Gets that returned nothing.
@@ -167,6 +171,7 @@ impl ScopeCache {
             dead_bytes: file_bytes - live_bytes,
             stored_mappings: live_maps.len() as u64,
             generation: snap.generation(),
+            index_deltas: u64::from(snap.chain().depth()),
             hits: c(Counter::Hits),
             misses: c(Counter::Misses),
             evictions: c(Counter::Evictions),
