@@ -92,8 +92,12 @@ impl Model {
         }
         used.sort_unstable();
         m.high = used.last().map_or(0, |&s| s + 1);
+        // Free slots are looked for among the first slots only, so that a
+        // file naming a huge slot costs no more than its entries: gaps above
+        // wait for a compaction, which numbers slots afresh.
+        let reuse_below = m.high.min(u32::try_from(2 * used.len() + 64).unwrap_or(u32::MAX));
         let mut next = used.into_iter().peekable();
-        for s in 0..m.high {
+        for s in 0..reuse_below {
             if next.peek() == Some(&s) {
                 while next.peek() == Some(&s) {
                     next.next();

@@ -86,7 +86,7 @@ fn every_generation_of_a_chain_reads_whole_from_old_and_fresh_handles() {
         rng ^= rng >> 7;
         rng ^= rng << 17;
         let key = format!("k{:03}", rng % 60);
-        if rng % 5 == 0 {
+        if rng.is_multiple_of(5) {
             assert_eq!(cache.remove(&key).unwrap(), want.remove(&key).is_some(), "{key}");
         } else {
             data.put(&cache, &key, step);
