@@ -20,6 +20,10 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
 fn main() {
     let reps: usize = std::env::var("SCOPECACHE_BENCH_REPS")
         .ok()
@@ -43,9 +47,9 @@ fn main() {
         attributes: &attrs,
     };
     println!(
-        "| entries | put, fsync off (ms) | put, fsync on (ms) | fresh open + get + bit (ms) | file (bytes) |"
+        "| entries | put, fsync off (ms) | mean | put, fsync on (ms) | fresh open + get + bit (ms) | file (bytes) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for &n in &sizes {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("growth.cache");
@@ -89,8 +93,9 @@ fn main() {
         }
         let len = std::fs::metadata(&path).expect("stat").len();
         println!(
-            "| {n} | {:.3} | {:.3} | {:.3} | {len} |",
-            median(off),
+            "| {n} | {:.3} | {:.3} | {:.3} | {:.3} | {len} |",
+            median(off.clone()),
+            mean(&off),
             median(on),
             median(fresh)
         );

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::eviction::{self, aligned, Incoming};
 use crate::format::Counter;
 use crate::idmap::IdMap;
-use crate::index::{self, EntryRecord, IndexData};
+use crate::index::{self, EntryRecord};
 use crate::io::{IoFactory, RealIo};
 use crate::key;
 use crate::scope::{EntryInfo, Scope};
@@ -87,6 +87,8 @@ pub struct ScopeCache {
 
 pub(crate) struct WriterState {
     pub poisoned: bool,
+    /// The state this handle's last commit left, for its next transaction.
+    pub model: Option<crate::model::Model>,
 }
 
 impl std::fmt::Debug for ScopeCache {
@@ -96,7 +98,7 @@ impl std::fmt::Debug for ScopeCache {
             .field("path", &self.path)
             .field("read_only", &self.read_only)
             .field("generation", &cur.generation())
-            .field("entries", &cur.index().entries.len())
+            .field("entries", &cur.len())
             .finish()
     }
 }
@@ -123,7 +125,10 @@ impl ScopeCache {
             io,
             read_only,
             current: RwLock::new(Arc::new(snap)),
-            writer: Mutex::new(WriterState { poisoned: false }),
+            writer: Mutex::new(WriterState {
+                poisoned: false,
+                model: None,
+            }),
             started: Instant::now(),
             last_move_check: AtomicI64::new(i64::MIN),
         })
@@ -168,11 +173,10 @@ impl ScopeCache {
     pub(crate) fn get_local(&self, key: &str) -> Result<Option<Scope>> {
         key::validate(key)?;
         let snap = self.snapshot()?;
-        let Some(pos) = snap.index().find(key) else {
+        let Some((pos, e)) = snap.find(key).and_then(|p| Some((p, snap.entry(p)?))) else {
             snap.count(Counter::Misses, 1);
             return Ok(None);
         };
-        let e = &snap.index().entries[pos];
         let now = self.config.clock.now().timestamp_micros();
         if self.is_expired(snap.last_access_us(e), now) {
             snap.count(Counter::Misses, 1);
@@ -203,9 +207,8 @@ impl ScopeCache {
     pub(crate) fn stored_map(&self, digest: u128, count: u64, len: u64) -> Result<Option<IdMap>> {
         let snap = self.snapshot()?;
         let found = snap
-            .index()
-            .maps
-            .iter()
+            .chain()
+            .maps()
             .find(|m| m.digest() == digest && m.count.to_native() == count && m.len.to_native() == len);
         let Some(m) = found else { return Ok(None) };
         let map = snap.file.idmap(&snap.map, m.offset.to_native(), len)?;
@@ -242,9 +245,9 @@ impl ScopeCache {
         let snap = self.snapshot()?;
         let now = self.config.clock.now().timestamp_micros();
         Ok(snap
-            .index()
             .find(key)
-            .is_some_and(|pos| !self.is_expired(snap.last_access_us(&snap.index().entries[pos]), now)))
+            .and_then(|pos| snap.entry(pos))
+            .is_some_and(|e| !self.is_expired(snap.last_access_us(e), now)))
     }
 
     /// Stores a scope under `key`, replacing any scope stored there; durable
@@ -362,9 +365,12 @@ impl ScopeCache {
     /// Removes every scope; returns how many there were.
     pub fn clear(&self) -> Result<u64> {
         let n = self.write(WriteMode::WRITE, |txn| {
-            let n = txn.index.entries.len() as u64;
-            txn.dirty |= n > 0;
-            txn.index = IndexData::default();
+            let keys: Vec<String> = txn.model.iter().map(|e| e.key.clone()).collect();
+            for k in &keys {
+                txn.remove(k);
+            }
+            let n = keys.len() as u64;
+            txn.write_base = n > 0;
             txn.counts.push((Counter::Removes, n));
             Ok(n)
         })?;
@@ -375,10 +381,8 @@ impl ScopeCache {
     pub fn list(&self) -> Result<Vec<EntryInfo>> {
         let snap = self.snapshot()?;
         let mut out: Vec<EntryInfo> = snap
-            .index()
-            .entries
-            .iter()
-            .map(|e| EntryInfo::from_entry(&snap, e, None))
+            .entries()
+            .map(|(_, e)| EntryInfo::from_entry(&snap, e, None))
             .collect();
         out.sort_by(|a, b| {
             b.last_accessed
@@ -393,9 +397,9 @@ impl ScopeCache {
         key::validate(key)?;
         let snap = self.snapshot()?;
         Ok(snap
-            .index()
             .find(key)
-            .map(|pos| EntryInfo::from_entry(&snap, &snap.index().entries[pos], None)))
+            .and_then(|pos| snap.entry(pos))
+            .map(|e| EntryInfo::from_entry(&snap, e, None)))
     }
     /// Removes expired entries, evicts down to the limits, drops entries
     /// found corrupt, and compacts when dead space makes it worth it.

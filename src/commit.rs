@@ -8,9 +8,13 @@
 //! 2. Begin: load the newest snapshot and copy its index into memory.
 //! 3. Append every new region past the committed length, each at a 64-aligned
 //!    offset ([`Appender`]); nothing below the committed length is written.
-//! 4. Commit: append the new index, `fdatasync`, write the superblock of the
-//!    next generation into the other slot, `fdatasync`. A crash before the
-//!    second sync returns leaves the previous generation in force.
+//! 4. Commit: append a delta of the index (what changed since the last
+//!    generation), or now and then a new base index of the whole state,
+//!    `fdatasync`, write the superblock of the next generation into the
+//!    other slot, `fdatasync`. A crash before the second sync returns
+//!    leaves the previous generation in force. The handle keeps its model
+//!    of the state (`model.rs`) for its next commit, so a commit costs what
+//!    it changes.
 //! 5. Replace (compaction only): publish a `RETIRED` superblock in the old
 //!    file, rename the new, already locked and synced file over the path,
 //!    sync the directory.
@@ -23,11 +27,13 @@ use crate::config::CacheConfig;
 use crate::error::{Error, Result};
 use crate::failpoint;
 use crate::format::{align_up, Counter, Superblock, COUNTERS_OFFSET, COUNTER_COUNT, FLAG_RETIRED};
-use crate::index::{EntryRecord, IndexData, MapRecord};
+use crate::index::{DeltaData, EntryRecord, MapRecord, MAX_CHAIN_DEPTH};
 use crate::io::{FileIo, IoFactory};
+use crate::model::{Identity, Model};
 use crate::open::open_handle;
 use crate::snapshot::{FileHandle, Snapshot};
 use crate::stats::CompactReport;
+use std::collections::BTreeSet;
 use std::fs::TryLockError;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -92,18 +98,26 @@ impl Appender {
 /// A write transaction on the newest generation of a locked file.
 pub(crate) struct Txn<'c> {
     pub guard: LockGuard,
+    /// The committed generation the transaction builds on.
     pub snap: Arc<Snapshot>,
-    /// The index being built; starts as the committed one, with every
-    /// entry's `accessed_us` raised to its shared stamp.
-    pub index: IndexData,
-    /// The mappings of the committed generation this transaction started
-    /// from (or of the file a compaction in it wrote).
-    committed_maps: Vec<MapRecord>,
+    /// The state being built; starts as the committed one.
+    pub model: Model,
+    /// Keys put or removed since the last commit: what the next delta holds.
+    changed: BTreeSet<String>,
+    /// Records in the mapping table at the last commit; those past it are
+    /// the next delta's.
+    maps_before: usize,
+    /// Stamp slots of entries removed since the last commit: free once the
+    /// commit no longer needs them.
+    freed: Vec<u32>,
     appender: Appender,
     pub cfg: &'c CacheConfig,
     pub now_us: i64,
     /// Set once anything was changed that needs a commit.
     pub dirty: bool,
+    /// Set when the next commit must write a base index rather than a
+    /// delta (after a `clear`, a delta would only list what is gone).
+    pub write_base: bool,
     /// Set when an fsync failed: the caller must refuse further writes.
     pub poisoned: bool,
     /// Counter increments to apply once committed.
@@ -111,25 +125,40 @@ pub(crate) struct Txn<'c> {
 }
 
 impl<'c> Txn<'c> {
-    pub(crate) fn begin(guard: LockGuard, snap: Arc<Snapshot>, cfg: &'c CacheConfig) -> Result<Txn<'c>> {
-        let mut index: IndexData = rkyv::deserialize::<IndexData, rkyv::rancor::Error>(snap.index())
-            .map_err(|e| Error::corrupt(&snap.file.path, format!("index: {e}")))?;
-        for (e, a) in index.entries.iter_mut().zip(snap.index().entries.iter()) {
-            e.accessed_us = snap.last_access_us(a);
-        }
-        let now_us = cfg.clock.now().timestamp_micros();
-        Ok(Txn {
-            committed_maps: index.maps.clone(),
+    /// Begins on `snap`, the newest generation of the locked file, with
+    /// `model` when it describes that generation (the model a handle kept
+    /// from its own last commit), or one built from the snapshot.
+    pub(crate) fn begin(
+        guard: LockGuard,
+        snap: Arc<Snapshot>,
+        cfg: &'c CacheConfig,
+        model: Option<Model>,
+    ) -> Txn<'c> {
+        let model = match model.filter(|m| m.describes(&snap)) {
+            Some(m) => m,
+            None => Model::of(&snap),
+        };
+        Txn {
+            maps_before: model.maps().len(),
+            model,
+            changed: BTreeSet::new(),
+            freed: Vec::new(),
             dirty: snap.sb.is_retired(),
+            write_base: false,
             appender: Appender::at(snap.sb.committed_len),
+            now_us: cfg.clock.now().timestamp_micros(),
             guard,
             snap,
-            index,
             cfg,
-            now_us,
             poisoned: false,
             counts: Vec::new(),
-        })
+        }
+    }
+
+    /// The model, for the next transaction of this handle, when everything
+    /// it holds is committed.
+    pub(crate) fn into_model(self) -> Option<Model> {
+        (!self.dirty && !self.poisoned).then_some(self.model)
     }
 
     pub(crate) fn fh(&self) -> &Arc<FileHandle> {
@@ -158,42 +187,113 @@ impl<'c> Txn<'c> {
         self.appender.end()
     }
 
-    /// A mapping identical to `map` that the committed file holds, intact,
-    /// whether or not the new index still names it: a region once committed
-    /// is never overwritten, so it can be linked again instead of written
-    /// anew (replacing the last scope that used a mapping must not rewrite it).
-    pub(crate) fn committed_map(&self, map: &crate::IdMap) -> Option<MapRecord> {
-        self.committed_maps
-            .iter()
-            .find(|m| m.holds(map) && !self.fh().is_bad_map(m))
-            .copied()
+    /// The position of a mapping identical to `map` in the chain's table,
+    /// intact, whether or not a live entry still names it: a region once
+    /// committed is never overwritten, so it can be linked again instead of
+    /// written anew (replacing the last scope that used a mapping must not
+    /// rewrite it).
+    pub(crate) fn committed_map(&self, map: &crate::IdMap) -> Option<u32> {
+        let fh = self.fh();
+        self.model.find_map(map, |m| !fh.is_bad_map(m))
     }
 
-    /// Stores `map` unless an identical mapping is stored; returns its index.
+    /// Stores `map` unless an identical mapping is stored; returns its
+    /// position in the mapping table.
     pub(crate) fn store_map(&mut self, map: &crate::IdMap) -> Result<u32> {
-        if let Some(i) = self.index.maps.iter().position(|m| m.holds(map)) {
-            return Ok(i as u32);
+        if let Some(i) = self.committed_map(map) {
+            return Ok(i);
         }
-        let rec = match self.committed_map(map) {
-            Some(rec) => rec,
-            None => MapRecord::of(map, self.append(&[map.region_bytes()])?),
-        };
-        self.index.maps.push(rec);
-        Ok((self.index.maps.len() - 1) as u32)
+        let rec = MapRecord::of(map, self.append(&[map.region_bytes()])?);
+        Ok(self.model.push_map(rec))
     }
 
     pub(crate) fn remove(&mut self, key: &str) -> bool {
-        let removed = self.index.remove(key);
-        self.dirty |= removed;
-        removed
+        let Some(old) = self.model.remove(key) else {
+            return false;
+        };
+        self.release(&old);
+        self.changed.insert(old.key);
+        self.dirty = true;
+        true
     }
 
     pub(crate) fn insert(&mut self, e: EntryRecord) {
-        self.index.insert(e);
+        self.changed.insert(e.key.clone());
+        if let Some(old) = self.model.insert(e) {
+            self.release(&old);
+        }
         self.dirty = true;
     }
 
-    /// Publishes the transaction as the next generation; returns the new
+    /// Keys put or removed since the last commit, in key order.
+    pub(crate) fn changed_keys(&self) -> Vec<String> {
+        self.changed.iter().cloned().collect()
+    }
+
+    /// Frees the stamp slot of an entry that is gone, once committed.
+    fn release(&mut self, old: &EntryRecord) {
+        if old.slot != u32::MAX {
+            self.freed.push(old.slot);
+        }
+    }
+
+    /// The last access of a live entry: the later of the model's time and
+    /// the shared stamp that readers raise without the write lock.
+    pub(crate) fn last_access(snap: &Snapshot, e: &EntryRecord) -> i64 {
+        if e.slot >= snap.sb.stamps_capacity {
+            return e.accessed_us;
+        }
+        let stamp = snap.map.load(snap.stamp_offset(e.slot));
+        e.accessed_us.max(i64::try_from(stamp).unwrap_or(i64::MAX))
+    }
+
+    /// Raises every entry's last access to its shared stamp and resets the
+    /// access floor: before a decision that depends on recency.
+    pub(crate) fn refresh_access(&mut self) {
+        let snap = Arc::clone(&self.snap);
+        for e in self.model.iter_mut() {
+            e.accessed_us = Txn::last_access(&snap, e);
+        }
+        self.model.reset_floor();
+    }
+
+    /// The delta of this transaction over the committed chain, encoded; or
+    /// None when a new base index should be written instead: the chain is
+    /// at its depth limit, or its deltas would outgrow the base.
+    fn encode_delta(&self) -> Result<Option<rkyv::util::AlignedVec>> {
+        let chain = self.snap.chain();
+        if self.write_base || chain.depth() >= MAX_CHAIN_DEPTH {
+            return Ok(None);
+        }
+        let Ok(maps_before) = u32::try_from(self.maps_before) else {
+            return Ok(None);
+        };
+        let depth = chain.depth() + 1;
+        let mut delta = DeltaData {
+            maps: self.model.maps()[self.maps_before..].to_vec(),
+            since: self.snap.sb.committed_len,
+            maps_before,
+            depth,
+            ..DeltaData::default()
+        };
+        if let Some(prev) = chain.newest() {
+            (delta.prev_offset, delta.prev_len, delta.prev_crc) = (prev.offset, prev.len, prev.crc);
+        }
+        for k in &self.changed {
+            match self.model.get(k) {
+                Some(e) => delta.upserts.push(e.clone()),
+                None if self.snap.find(k).is_some() => delta.removed.push(k.clone()),
+                None => {}
+            }
+        }
+        let bytes = delta.to_bytes()?;
+        let chain_len = chain.deltas_len() + bytes.len() as u64;
+        Ok((chain_len <= chain.base_len() + MIN_CHAIN_BYTES).then_some(bytes))
+    }
+
+    /// Publishes the transaction as the next generation: appends a delta of
+    /// what changed (or, now and then, a new base index of the whole
+    /// state), syncs, writes the superblock, syncs. Returns the new
     /// snapshot (or the old one if nothing changed).
     pub(crate) fn commit(&mut self) -> Result<Arc<Snapshot>> {
         if !self.dirty {
@@ -201,18 +301,31 @@ impl<'c> Txn<'c> {
         }
         let generation = self.snap.sb.generation_after(1, &self.fh().path)?;
         let stamps = self.assign_slots()?;
-        let bytes = self.index.to_bytes()?;
-        let index_offset = self.append(&[&bytes])?;
+        let sb = match self.encode_delta()? {
+            Some(bytes) => {
+                let offset = self.append(&[&bytes])?;
+                self.snap.sb.with_delta(generation, offset, &bytes, stamps)
+            }
+            None => {
+                let bytes = self.model.rebase().to_bytes()?;
+                let offset = self.append(&[&bytes])?;
+                Superblock::naming(generation, offset, &bytes, stamps, self.snap.sb.file_id)
+            }
+        };
         failpoint::hit("commit-before-data-sync");
         self.sync()?;
         failpoint::hit("commit-before-superblock");
-        let sb = Superblock::naming(generation, index_offset, &bytes, stamps, self.snap.sb.file_id);
         self.publish(&sb)?;
         failpoint::hit("commit-after-superblock");
-        let snap = Arc::new(Snapshot::load(Arc::clone(self.fh()))?);
+        let snap = Arc::new(Snapshot::load_after(Arc::clone(self.fh()), Some(&self.snap))?);
         for (c, n) in self.counts.drain(..) {
             snap.count(c, n);
         }
+        self.model.free_slots(self.freed.drain(..));
+        self.model.identity = Some(Identity::of(&snap));
+        self.changed.clear();
+        self.maps_before = self.model.maps().len();
+        self.write_base = false;
         self.snap = Arc::clone(&snap);
         self.appender = Appender::at(sb.committed_len);
         self.dirty = false;
@@ -270,13 +383,13 @@ impl<'c> Txn<'c> {
         let snap = Arc::new(Snapshot::load(Arc::clone(&new.0))?);
         // Replacing the guard unlocks the old inode.
         let cfg = self.cfg;
-        *self = Txn::begin(new, snap, cfg)?;
+        *self = Txn::begin(new, snap, cfg, None);
         Ok(())
     }
 
     /// Dead bytes: what compaction would reclaim.
     pub(crate) fn dead_bytes(&self) -> u64 {
-        self.end().saturating_sub(crate::eviction::footprint(&self.index))
+        self.end().saturating_sub(self.model.footprint())
     }
 
     /// Reads the shared counters page of the locked file.
@@ -291,10 +404,9 @@ impl<'c> Txn<'c> {
         if !fh.any_bad() {
             return;
         }
-        let maps = self.index.maps.clone();
+        let maps = self.model.maps();
         let bad: Vec<String> = self
-            .index
-            .entries
+            .model
             .iter()
             .filter(|e| {
                 fh.is_bad_bits(&e.nodes)
@@ -312,6 +424,10 @@ impl<'c> Txn<'c> {
         }
     }
 }
+
+/// Bytes the deltas of a chain may take beyond its base's length before a
+/// commit writes a new base: small files rewrite their little base rarely.
+const MIN_CHAIN_BYTES: u64 = 4096;
 
 /// How a write transaction is run.
 #[derive(Clone, Copy, Debug)]
@@ -364,14 +480,15 @@ impl ScopeCache {
         };
         // The locked file is the one the path names: whatever it holds is
         // the newest state, so it becomes current without question.
-        let snap = self.install_locked(Arc::new(Snapshot::load(Arc::clone(&guard.0))?));
+        let cur = self.current_snapshot();
+        let snap = self.install_locked(Arc::new(Snapshot::load_after(Arc::clone(&guard.0), Some(&cur))?));
         if snap.sb.is_retired() {
             // A compaction died between retiring this file and renaming its
             // successor over it: this commit clears the flag (Txn::begin
             // marks the transaction dirty), and its leftovers go.
             crate::open::remove_stale_temps(&self.path);
         }
-        let mut txn = Txn::begin(guard, snap, &self.config)?;
+        let mut txn = Txn::begin(guard, snap, &self.config, state.model.take());
         let out = f(&mut txn).and_then(|v| {
             txn.commit()?;
             // The operation is durable now: a failure of the compaction that
@@ -391,6 +508,9 @@ impl ScopeCache {
         });
         state.poisoned |= txn.poisoned;
         self.install_locked(Arc::clone(&txn.snap));
+        if out.is_ok() {
+            state.model = txn.into_model();
+        }
         out.map(Some)
     }
 

@@ -161,11 +161,12 @@ fn copy_live(txn: &mut Txn<'_>, b: &mut FileBuilder<'_>) -> Result<(IndexData, V
     let snap = Arc::clone(&txn.snap);
     let fh = Arc::clone(&snap.file);
     let mut out = IndexData::default();
-    let mut new_map_of: Vec<Option<u32>> = vec![None; txn.index.maps.len()];
-    let mut bad_maps = vec![false; txn.index.maps.len()];
+    let maps = txn.model.maps();
+    let mut new_map_of: Vec<Option<u32>> = vec![None; maps.len()];
+    let mut bad_maps = vec![false; maps.len()];
     let mut stamps = Vec::new();
     let mut dropped = 0;
-    for e in &txn.index.entries {
+    for e in txn.model.iter() {
         let mut ne = e.clone();
         let mut ok = true;
         for (m, slot) in [(e.node_map, &mut ne.node_map), (e.link_map, &mut ne.link_map)] {
@@ -178,7 +179,7 @@ fn copy_live(txn: &mut Txn<'_>, b: &mut FileBuilder<'_>) -> Result<(IndexData, V
                 *slot = n;
                 continue;
             }
-            let rec: MapRecord = txn.index.maps[i];
+            let rec: MapRecord = maps[i];
             let copied = fh
                 .idmap(&snap.map, rec.offset, rec.len)
                 .and_then(|idmap| idmap.verify().map(|()| idmap))
@@ -229,7 +230,8 @@ fn copy_live(txn: &mut Txn<'_>, b: &mut FileBuilder<'_>) -> Result<(IndexData, V
             continue;
         }
         ne.slot = stamps.len() as u32;
-        stamps.push(u64::try_from(e.accessed_us).unwrap_or(0));
+        ne.accessed_us = Txn::last_access(&snap, e);
+        stamps.push(u64::try_from(ne.accessed_us).unwrap_or(0));
         out.entries.push(ne);
     }
     if dropped > 0 {

@@ -56,6 +56,11 @@ impl ScopeCache {
         self.refresh(cur)
     }
 
+    /// The current snapshot as it is, without looking for a newer one.
+    pub(crate) fn current_snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&read_lock(&self.current))
+    }
+
     fn refresh(&self, cur: Arc<Snapshot>) -> Result<Arc<Snapshot>> {
         let sb = cur.file.mapping().superblock()?;
         if sb.is_retired() || cur.sb.is_retired() {
@@ -66,7 +71,7 @@ impl ScopeCache {
         if sb.generation == cur.generation() {
             return Ok(cur);
         }
-        let snap = Arc::new(Snapshot::load(Arc::clone(&cur.file))?);
+        let snap = Arc::new(Snapshot::load_after(Arc::clone(&cur.file), Some(&cur))?);
         Ok(self.install(snap))
     }
 

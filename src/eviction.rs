@@ -1,15 +1,16 @@
 //! The eviction policy: sliding TTL, then least-recently-used by entry count
 //! and by bytes, with a low-water mark when space must be reclaimed; and the
-//! space accounting behind it. The policy itself is pure functions over the
-//! index, so that it can be tested apart from the file.
+//! space accounting behind it, over the writer's model of the state
+//! (`model.rs`), whose totals make each check O(1).
 
 use crate::commit::Txn;
 use crate::config::CacheConfig;
 use crate::error::Result;
-use crate::format::{align_up, Counter, DATA_START};
+use crate::format::{align_up, Counter};
 use crate::idmap::IdMap;
-use crate::index::{BitsRecord, EntryRecord, IndexData, MAP_OVERHEAD};
+use crate::index::{BitsRecord, EntryRecord, MAP_OVERHEAD};
 use crate::io::IoFactory;
+use crate::model::Model;
 use crate::stamps;
 use std::collections::HashSet;
 
@@ -20,28 +21,6 @@ pub(crate) fn own_bytes(e: &EntryRecord) -> u64 {
 
 pub(crate) fn aligned(n: u64) -> u64 {
     align_up(n).unwrap_or(u64::MAX)
-}
-
-/// The size a compacted file holding exactly `index` would have: fixed
-/// header pages, every live region once (shared mappings once), the stamp
-/// table and the index. Limits are enforced on this figure.
-pub(crate) fn footprint(index: &IndexData) -> u64 {
-    let mut used = HashSet::new();
-    let mut total = DATA_START;
-    for e in &index.entries {
-        total = total.saturating_add(own_bytes(e));
-        used.insert(e.node_map);
-        used.insert(e.link_map);
-    }
-    for m in used {
-        if let Some(r) = index.maps.get(m as usize) {
-            total = total.saturating_add(aligned(r.len));
-        }
-    }
-    let stamps = aligned(8 * stamps::capacity_for(index.entries.len() as u64));
-    total
-        .saturating_add(stamps)
-        .saturating_add(aligned(index.estimated_len()))
 }
 
 /// The TTL in microseconds, or None for no TTL.
@@ -55,16 +34,6 @@ pub(crate) fn is_expired(last_access_us: i64, now_us: i64, ttl_us: Option<i64>) 
     ttl_us.is_some_and(|ttl| now_us.saturating_sub(last_access_us) > ttl)
 }
 
-/// Keys of entries not accessed within `ttl_us` of `now_us`.
-pub(crate) fn expired(index: &IndexData, now_us: i64, ttl_us: Option<i64>) -> Vec<String> {
-    index
-        .entries
-        .iter()
-        .filter(|e| is_expired(e.accessed_us, now_us, ttl_us))
-        .map(|e| e.key.clone())
-        .collect()
-}
-
 /// What a put adds to the file: its bitsets, its entry's index bytes, and
 /// those of its mappings that are not stored yet.
 pub(crate) struct Incoming<'a> {
@@ -74,86 +43,119 @@ pub(crate) struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
-    /// Bytes of the entry's regions: its bitsets, and its mappings that
-    /// neither `idx` names nor (`stored[i]`) the committed file holds.
-    fn regions(&self, idx: &IndexData, stored: [bool; 2]) -> u64 {
+    /// Bytes of the entry's regions: its bitsets, and those of its
+    /// mappings for which `new(i)` holds, each mapping counted once.
+    fn regions(&self, new: impl Fn(usize) -> bool) -> u64 {
         let mut seen = HashSet::new();
         let new_maps: u64 = self
             .maps
             .iter()
-            .zip(stored)
-            .filter(|(m, stored)| !stored && seen.insert(m.digest()))
-            .filter(|(m, _)| !idx.maps.iter().any(|r| r.holds(m)))
-            .map(|(m, _)| aligned(m.region_len()) + MAP_OVERHEAD)
+            .enumerate()
+            .filter(|&(i, m)| new(i) && seen.insert(m.digest()))
+            .map(|(_, m)| aligned(m.region_len()) + MAP_OVERHEAD)
             .sum();
         self.own + new_maps
     }
 
-    /// Bytes the entry adds to the compacted size of an index holding `idx`.
-    pub(crate) fn bytes(&self, idx: &IndexData) -> u64 {
-        self.regions(idx, [false; 2]) + self.entry_index
+    /// Bytes the entry adds to the compacted size of `model`'s state.
+    pub(crate) fn bytes(&self, model: &Model) -> u64 {
+        self.regions(|i| !model.holds_live(self.maps[i])) + self.entry_index
     }
 
-    /// Bytes a commit of the entry appends to a file holding `idx`: its
-    /// regions, the whole index written again with the entry, and a larger
-    /// stamp table when the file's (of `stamps_capacity` slots) is full.
-    pub(crate) fn growth(&self, idx: &IndexData, stored: [bool; 2], stamps_capacity: u64) -> u64 {
-        let need = stamps::capacity_for(idx.entries.len() as u64 + 1);
+    /// Bytes a commit of the entry appends to a file holding `model`'s
+    /// state, bounded from above: its regions (its mappings unless
+    /// `stored[i]`, the file holds them), a whole new base index with the
+    /// entry (what a commit writes now and then instead of a delta), and a
+    /// larger stamp table when the file's (of `stamps_capacity` slots) is full.
+    pub(crate) fn growth(&self, model: &Model, stored: [bool; 2], stamps_capacity: u64) -> u64 {
+        let slots = u64::from(model.slot_high()).max(model.len() as u64);
+        self.grow(model, slots, stored, stamps_capacity)
+    }
+
+    /// `growth`, with `slots` stamp slots in use before the entry's.
+    fn grow(&self, model: &Model, slots: u64, stored: [bool; 2], stamps_capacity: u64) -> u64 {
+        let need = stamps::capacity_for(slots + 1);
         let stamps = if need > stamps_capacity {
             aligned(8 * need)
         } else {
             0
         };
-        self.regions(idx, stored) + aligned(idx.estimated_len() + self.entry_index) + stamps
+        self.regions(|i| !stored[i]) + aligned(model.index_len() + self.entry_index) + stamps
     }
 
-    /// The file's size after compacting `idx` and then committing the
-    /// entry: what a put that compacts must bring under the limit.
-    fn after_compaction(&self, idx: &IndexData) -> u64 {
-        let capacity = stamps::capacity_for(idx.entries.len() as u64);
-        self.growth(idx, [false; 2], capacity)
+    /// The file's size after compacting `model`'s state and then committing
+    /// the entry: what a put that compacts must bring under the limit.
+    fn after_compaction(&self, model: &Model) -> u64 {
+        // Compaction numbers the slots afresh, from 0.
+        let slots = model.len() as u64;
+        self.grow(model, slots, [false; 2], stamps::capacity_for(slots))
     }
 
     /// The size of a file holding this entry alone, committed after a
     /// compaction: a scope larger than the limit is refused up front.
     pub(crate) fn alone(&self) -> u64 {
-        let empty = IndexData::default();
-        footprint(&empty) + self.after_compaction(&empty)
+        let empty = Model::empty();
+        empty.footprint() + self.after_compaction(&empty)
     }
 }
 
 impl Txn<'_> {
-    /// Removes the expired entries; returns how many.
+    /// Removes the expired entries; returns how many. Costs nothing while
+    /// the model's access floor says no entry can have expired.
     pub(crate) fn expire(&mut self) -> u64 {
-        let keys = expired(&self.index, self.now_us, ttl_us(self.cfg));
+        let ttl = ttl_us(self.cfg);
+        if !is_expired(self.model.access_floor, self.now_us, ttl) {
+            return 0;
+        }
+        self.refresh_access();
+        let keys: Vec<String> = self
+            .model
+            .iter()
+            .filter(|e| is_expired(e.accessed_us, self.now_us, ttl))
+            .map(|e| e.key.clone())
+            .collect();
         for k in &keys {
             self.remove(k);
             self.counts.push((Counter::Expiries, 1));
         }
+        self.model.reset_floor();
         keys.len() as u64
     }
 
     /// Evicts least-recently-used entries until the rest, plus `incoming`
     /// more entries of `incoming_bytes` bytes, fit `max_entries` and
-    /// `max_bytes`; returns how many were evicted.
+    /// `max_bytes`; returns how many were evicted. Costs O(1) when nothing
+    /// needs evicting, a sort of the entries by last access otherwise.
     pub(crate) fn evict(
         &mut self,
         incoming: usize,
-        incoming_bytes: impl Fn(&IndexData) -> u64,
+        incoming_bytes: impl Fn(&Model) -> u64,
         max_bytes: u64,
     ) -> u64 {
-        let victims = lru_victims(
-            &self.index,
-            incoming,
-            incoming_bytes,
-            self.cfg.max_entries,
-            max_bytes,
-        );
-        for victim in &victims {
-            self.remove(victim);
-            self.counts.push((Counter::Evictions, 1));
+        let max_entries = self.cfg.max_entries;
+        let over = |m: &Model| {
+            m.len() + incoming > max_entries || m.footprint().saturating_add(incoming_bytes(m)) > max_bytes
+        };
+        if !over(&self.model) {
+            return 0;
         }
-        victims.len() as u64
+        self.refresh_access();
+        let mut order: Vec<(i64, String)> = self
+            .model
+            .iter()
+            .map(|e| (e.accessed_us, e.key.clone()))
+            .collect();
+        order.sort();
+        let mut evicted = 0;
+        for (_, key) in order {
+            if !over(&self.model) {
+                break;
+            }
+            self.remove(&key);
+            self.counts.push((Counter::Evictions, 1));
+            evicted += 1;
+        }
+        evicted
     }
 
     /// Makes room for a put of `incoming`: evicts down to the limits, and
@@ -163,16 +165,16 @@ impl Txn<'_> {
     /// space it freed, instead of one whole-file rewrite per put.
     pub(crate) fn make_room(&mut self, incoming: &Incoming<'_>, io: &dyn IoFactory) -> Result<()> {
         let max = self.cfg.max_size_bytes;
-        self.evict(1, |idx| incoming.bytes(idx), max);
+        self.evict(1, |m| incoming.bytes(m), max);
         let stored = incoming.maps.map(|m| self.committed_map(m).is_some());
         let capacity = u64::from(self.snap.sb.stamps_capacity);
         if self
             .end()
-            .saturating_add(incoming.growth(&self.index, stored, capacity))
+            .saturating_add(incoming.growth(&self.model, stored, capacity))
             > max
         {
             let low = ((self.cfg.evict_low_water * max as f64) as u64).clamp(incoming.alone().min(max), max);
-            self.evict(1, |idx| incoming.after_compaction(idx), low);
+            self.evict(1, |m| incoming.after_compaction(m), low);
             if self.dead_bytes() > 0 {
                 crate::compact::compact(self, io)?;
             }
@@ -181,91 +183,10 @@ impl Txn<'_> {
     }
 }
 
-/// Keys to evict, least recently used first, so that the remaining entries
-/// plus one incoming entry (of `incoming_bytes` beyond what the index
-/// already holds) fit `max_entries` and `max_bytes`. `protect` is never
-/// evicted (the key being put, whose old version is already removed).
-pub(crate) fn lru_victims(
-    index: &IndexData,
-    incoming_entries: usize,
-    incoming_bytes: impl Fn(&IndexData) -> u64,
-    max_entries: usize,
-    max_bytes: u64,
-) -> Vec<String> {
-    let mut order: Vec<(i64, String)> = index
-        .entries
-        .iter()
-        .map(|e| (e.accessed_us, e.key.clone()))
-        .collect();
-    order.sort();
-    let mut trial = index.clone();
-    let mut victims = Vec::new();
-    for (_, key) in order {
-        let over_count = trial.entries.len() + incoming_entries > max_entries;
-        let over_bytes = footprint(&trial).saturating_add(incoming_bytes(&trial)) > max_bytes;
-        if !over_count && !over_bytes {
-            break;
-        }
-        trial.remove(&key);
-        victims.push(key);
-    }
-    victims
-}
-
-impl IndexData {
-    /// Removes the entry with `key`, and any mapping no entry names anymore.
-    /// Returns whether it was there.
-    pub(crate) fn remove(&mut self, key: &str) -> bool {
-        match self.entries.binary_search_by(|e| e.key.as_str().cmp(key)) {
-            Ok(pos) => {
-                self.entries.remove(pos);
-                self.drop_unused_maps();
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    /// Inserts or replaces an entry, keeping keys sorted.
-    pub(crate) fn insert(&mut self, e: EntryRecord) {
-        match self.entries.binary_search_by(|x| x.key.as_str().cmp(&e.key)) {
-            Ok(pos) => self.entries[pos] = e,
-            Err(pos) => self.entries.insert(pos, e),
-        }
-    }
-
-    /// Drops mappings that no entry names, renumbering the references.
-    pub(crate) fn drop_unused_maps(&mut self) {
-        let mut used = vec![false; self.maps.len()];
-        for e in &self.entries {
-            for m in [e.node_map, e.link_map] {
-                if let Some(u) = used.get_mut(m as usize) {
-                    *u = true;
-                }
-            }
-        }
-        if used.iter().all(|&u| u) {
-            return;
-        }
-        let mut renumber = vec![u32::MAX; self.maps.len()];
-        let mut kept = Vec::new();
-        for (i, m) in self.maps.iter().enumerate() {
-            if used[i] {
-                renumber[i] = kept.len() as u32;
-                kept.push(*m);
-            }
-        }
-        self.maps = kept;
-        for e in &mut self.entries {
-            e.node_map = renumber[e.node_map as usize];
-            e.link_map = renumber[e.link_map as usize];
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::DATA_START;
     use crate::index::MapRecord;
 
     fn entry(key: &str, accessed: i64, bits: u64) -> EntryRecord {
@@ -278,7 +199,7 @@ mod tests {
             key: key.into(),
             created_us: 0,
             accessed_us: accessed,
-            slot: 0,
+            slot: u32::MAX,
             node_map: 0,
             link_map: 0,
             nodes: b,
@@ -287,49 +208,99 @@ mod tests {
         }
     }
 
-    fn index(n: usize) -> IndexData {
-        let mut idx = IndexData {
-            entries: Vec::new(),
-            maps: vec![MapRecord {
-                offset: DATA_START,
-                len: 1000,
-                count: 64_000,
-                digest_lo: 1,
-                digest_hi: 2,
-            }],
-        };
+    fn model(n: usize) -> Model {
+        let mut m = Model::empty();
+        m.push_map(MapRecord {
+            offset: DATA_START,
+            len: 1000,
+            count: 64_000,
+            digest_lo: 1,
+            digest_hi: 2,
+        });
         for i in 0..n {
-            idx.insert(entry(&format!("k{i}"), 100 - i as i64, 64_000));
+            m.insert(entry(&format!("k{i}"), 100 - i as i64, 64_000));
         }
-        idx
+        m
     }
 
+    /// The footprint the model keeps up to date is the one computed from
+    /// scratch: header, each entry's bitsets, the shared mapping once, the
+    /// stamp table and the index.
     #[test]
-    fn lru_by_count_evicts_oldest_access_first() {
-        let idx = index(5); // k4 is the least recently used
-        let v = lru_victims(&idx, 1, |_| 0, 4, u64::MAX);
-        assert_eq!(v, vec!["k4".to_string(), "k3".to_string()]);
-    }
-
-    #[test]
-    fn lru_by_bytes() {
-        let idx = index(5);
-        let one = footprint(&index(2)) - footprint(&index(1)); // one more entry, the mapping already counted
-        let limit = footprint(&idx) - one; // room for four, plus an incoming one of `one` bytes: evict two
-        let v = lru_victims(&idx, 1, |_| one, 100, limit);
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[0], "k4");
-    }
-
-    #[test]
-    fn ttl_and_unused_maps() {
-        let mut idx = index(3);
-        assert_eq!(expired(&idx, 200, Some(101)), vec!["k2".to_string()]);
-        assert!(expired(&idx, 200, None).is_empty());
-        for k in ["k0", "k1", "k2"] {
-            assert!(idx.remove(k));
+    fn footprint_is_kept_up_to_date() {
+        let mut m = model(5);
+        let entry_index = crate::index::entry_bytes(2, 2);
+        let scratch = |n: u64| {
+            if n == 0 {
+                return DATA_START + aligned(8 * stamps::capacity_for(0)) + aligned(64);
+            }
+            DATA_START
+                + n * 2 * aligned(8000)
+                + aligned(1000)
+                + aligned(8 * stamps::capacity_for(n))
+                + aligned(64 + n * entry_index + MAP_OVERHEAD)
+        };
+        assert_eq!(m.footprint(), scratch(5));
+        assert!(m.remove("k1").is_some());
+        assert!(m.remove("k1").is_none());
+        assert_eq!(m.footprint(), scratch(4));
+        // Replacing an entry changes nothing.
+        assert!(m.insert(entry("k2", 7, 64_000)).is_some());
+        assert_eq!(m.footprint(), scratch(4));
+        for k in ["k0", "k2", "k3", "k4"] {
+            assert!(m.remove(k).is_some());
         }
-        assert!(idx.maps.is_empty(), "a mapping no entry names is dropped");
-        assert!(!idx.remove("k0"));
+        assert!(!m.is_live_map(0), "a mapping no entry names is not counted");
+        assert_eq!(m.footprint(), scratch(0));
+        assert_eq!(m.access_floor, 7, "the floor stays a lower bound");
+        m.reset_floor();
+        assert_eq!(m.access_floor, i64::MAX);
+    }
+
+    #[test]
+    fn rebase_keeps_only_named_mappings() {
+        let mut m = model(2);
+        let unused = m.push_map(MapRecord {
+            offset: DATA_START + 4096,
+            len: 64,
+            count: 3,
+            digest_lo: 5,
+            digest_hi: 6,
+        });
+        let mut e = entry("k9", 1, 3);
+        e.node_map = unused + 1; // a third record, named
+        let third = m.push_map(MapRecord {
+            offset: DATA_START + 8192,
+            len: 64,
+            count: 3,
+            digest_lo: 7,
+            digest_hi: 8,
+        });
+        assert_eq!(third, unused + 1);
+        e.link_map = third;
+        m.insert(e);
+        let base = m.rebase();
+        assert_eq!(base.maps.len(), 2, "the unnamed record is dropped");
+        let k9 = base.entries.iter().find(|e| e.key == "k9").unwrap();
+        assert_eq!((k9.node_map, k9.link_map), (1, 1), "references are renumbered");
+        assert_eq!(m.get("k9").unwrap().node_map, 1, "and the model with them");
+        assert!(base.entries.windows(2).all(|w| w[0].key < w[1].key));
+    }
+
+    #[test]
+    fn ttl_test() {
+        assert!(is_expired(98, 200, Some(101)));
+        assert!(!is_expired(99, 200, Some(101)));
+        assert!(!is_expired(0, 200, None));
+    }
+
+    #[test]
+    fn slots_are_reused_lowest_first_only_once_freed() {
+        let mut m = Model::empty();
+        assert_eq!((m.take_slot(), m.take_slot(), m.take_slot()), (0, 1, 2));
+        m.free_slots([1]);
+        assert_eq!(m.take_slot(), 1);
+        assert_eq!(m.take_slot(), 3);
+        assert_eq!(m.slot_high(), 4);
     }
 }

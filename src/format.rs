@@ -6,8 +6,13 @@ use std::path::Path;
 
 /// The first eight bytes of each superblock.
 pub(crate) const MAGIC: [u8; 8] = *b"SCPCACHE";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Version 2 added the delta chain
+/// of the index (FORMAT.md §2.7); this build also reads version 1 files,
+/// which are version 2 files without a delta, and writes version 2
+/// superblocks into them from their first commit on.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Each superblock owns a 4 KiB page of its own, so that a torn write of one
 /// can never reach the other.
@@ -74,6 +79,14 @@ pub struct Superblock {
     /// A random number given to each file when it is created, so that a
     /// process can tell a file that replaced another at the same path.
     pub file_id: u64,
+    /// The newest delta of the index (FORMAT.md §2.7): where it starts, its
+    /// length (0: no delta, the index alone is the generation's state) and
+    /// its CRC32. Always 0 in a version 1 superblock.
+    pub delta_offset: u64,
+    /// The newest delta's length in bytes; 0 when there is none.
+    pub delta_len: u64,
+    /// CRC32 of the newest delta.
+    pub delta_crc: u32,
 }
 
 /// Why a superblock slot was not usable.
@@ -112,7 +125,38 @@ impl Superblock {
             stamps_offset: stamps.0,
             stamps_capacity: stamps.1,
             file_id,
+            delta_offset: 0,
+            delta_len: 0,
+            delta_crc: 0,
         }
+    }
+
+    /// This superblock, moved to `generation`, with its newest delta now the
+    /// `delta` bytes at `offset`: what a commit that appends a delta
+    /// publishes. The index (the chain's base) and the stamp table are kept.
+    pub(crate) fn with_delta(
+        &self,
+        generation: u64,
+        offset: u64,
+        delta: &[u8],
+        stamps: (u64, u32),
+    ) -> Superblock {
+        Superblock {
+            generation,
+            flags: 0,
+            committed_len: offset + delta.len() as u64,
+            stamps_offset: stamps.0,
+            stamps_capacity: stamps.1,
+            delta_offset: offset,
+            delta_len: delta.len() as u64,
+            delta_crc: crc32fast::hash(delta),
+            ..*self
+        }
+    }
+
+    /// True when the generation has a delta over its index.
+    pub(crate) fn has_delta(&self) -> bool {
+        self.delta_len > 0
     }
 
     /// The generation `by` commits after this one, or an error when it would
@@ -150,6 +194,9 @@ impl Superblock {
         b[52..56].copy_from_slice(&self.stamps_capacity.to_le_bytes());
         b[56..64].copy_from_slice(&self.stamps_offset.to_le_bytes());
         b[64..72].copy_from_slice(&self.file_id.to_le_bytes());
+        b[72..80].copy_from_slice(&self.delta_offset.to_le_bytes());
+        b[80..88].copy_from_slice(&self.delta_len.to_le_bytes());
+        b[88..92].copy_from_slice(&self.delta_crc.to_le_bytes());
         let crc = crc32fast::hash(&b[..SUPERBLOCK_LEN - 4]);
         b[SUPERBLOCK_LEN - 4..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -171,9 +218,13 @@ impl Superblock {
             return Err(SlotError::BadCrc { stored, computed });
         }
         let version = u32::from_le_bytes(take(b, 8));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(SlotError::BadVersion(version));
         }
+        // Version 1 had no delta; its bytes 72..92 were zero, and are not
+        // trusted to be.
+        let v2 = version >= 2;
+        let field = |at: usize| if v2 { u64::from_le_bytes(take(b, at)) } else { 0 };
         let generation = u64::from_le_bytes(take(b, 16));
         if generation > MAX_GENERATION {
             return Err(SlotError::BadGeneration(generation));
@@ -188,6 +239,9 @@ impl Superblock {
             stamps_capacity: u32::from_le_bytes(take(b, 52)),
             stamps_offset: u64::from_le_bytes(take(b, 56)),
             file_id: u64::from_le_bytes(take(b, 64)),
+            delta_offset: field(72),
+            delta_len: field(80),
+            delta_crc: if v2 { u32::from_le_bytes(take(b, 88)) } else { 0 },
         })
     }
 
@@ -266,6 +320,9 @@ mod tests {
             stamps_offset: DATA_START + 64,
             stamps_capacity: 8,
             file_id: 42,
+            delta_offset: 0,
+            delta_len: 0,
+            delta_crc: 0,
         }
     }
 

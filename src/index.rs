@@ -1,8 +1,10 @@
-//! The entry index: an rkyv archive of every live entry and every stored id
-//! mapping, rewritten whole at each commit and read in place by readers.
+//! The entry index: its records, the base index (an rkyv archive of every
+//! live entry and every stored id mapping) and the delta a commit appends
+//! over it (FORMAT.md §2.6, §2.7), and the checks each must pass before a
+//! reader trusts it. How a chain of deltas is merged is `chain.rs`.
 
 use crate::error::{Error, Result};
-use crate::format::{Superblock, DATA_START, REGION_ALIGN};
+use crate::format::{DATA_START, REGION_ALIGN};
 use crate::stamps;
 use rkyv::{Archive, Deserialize, Serialize};
 use std::path::Path;
@@ -124,13 +126,56 @@ pub struct IndexData {
     pub maps: Vec<MapRecord>,
 }
 
+/// One commit's changes to the generation before it: a link of the index's
+/// delta chain (FORMAT.md §2.7). Applying a chain to its base, oldest delta
+/// first, each delta's `removed` and then its `upserts`, gives the state.
+///
+/// A delta introduces regions (its upserts' bitsets, its new mappings) only
+/// between `since` and its own offset, which is what lets a reader check it
+/// without looking at the rest of the chain.
+#[derive(Archive, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaData {
+    /// Entries added or replaced, sorted by key bytes, keys unique.
+    pub upserts: Vec<EntryRecord>,
+    /// Mapping records appended to the chain's table of mappings, which is
+    /// the base's `maps` followed by each delta's, oldest first; entries
+    /// name mappings by their position in that table.
+    pub maps: Vec<MapRecord>,
+    /// Keys removed, sorted by key bytes, unique.
+    pub removed: Vec<String>,
+    /// Where the previous delta of the chain starts; with `prev_len` 0 this
+    /// is the first delta after the base.
+    pub prev_offset: u64,
+    /// The previous delta's length, or 0.
+    pub prev_len: u64,
+    /// The committed length of the generation this delta follows.
+    pub since: u64,
+    /// Records in the mapping table before this delta's.
+    pub maps_before: u32,
+    /// CRC32 of the previous delta.
+    pub prev_crc: u32,
+    /// 1 for the first delta after the base, one more for each after it.
+    pub depth: u32,
+}
+
+impl DeltaData {
+    pub(crate) fn to_bytes(&self) -> Result<rkyv::util::AlignedVec> {
+        rkyv::to_bytes::<rkyv::rancor::Error>(self)
+            .map_err(|e| Error::Config(format!("an index delta could not be encoded: {e}")))
+    }
+}
+
+/// The longest delta chain a writer makes: the next commit writes a new
+/// base index instead. Bounds what a fresh reader loads besides the base.
+pub(crate) const MAX_CHAIN_DEPTH: u32 = 32;
+
 /// Bytes an entry takes in the index beyond its key and attributes, bounded
 /// from above: the 96-byte record plus rkyv's out-of-line strings' padding.
 pub(crate) const ENTRY_OVERHEAD: u64 = 160;
 /// Bytes a mapping record takes in the index (40, rounded up).
 pub(crate) const MAP_OVERHEAD: u64 = 48;
 /// Bytes of the index's root and vectors.
-const INDEX_OVERHEAD: u64 = 64;
+pub(crate) const INDEX_OVERHEAD: u64 = 64;
 
 /// Bytes an entry with this key and attributes adds to the index.
 pub(crate) fn entry_bytes(key_len: usize, attributes_len: usize) -> u64 {
@@ -138,68 +183,133 @@ pub(crate) fn entry_bytes(key_len: usize, attributes_len: usize) -> u64 {
 }
 
 impl IndexData {
-    /// Bytes this index takes in the file, estimated from above.
-    pub(crate) fn estimated_len(&self) -> u64 {
-        let entries: u64 = self
-            .entries
-            .iter()
-            .map(|e| entry_bytes(e.key.len(), e.attributes.len()))
-            .sum();
-        INDEX_OVERHEAD + entries + MAP_OVERHEAD * self.maps.len() as u64
-    }
-
     pub(crate) fn to_bytes(&self) -> Result<rkyv::util::AlignedVec> {
         rkyv::to_bytes::<rkyv::rancor::Error>(self)
             .map_err(|e| Error::Config(format!("the index could not be encoded: {e}")))
     }
 }
 
-/// Checks the archived index and the superblock against everything rkyv's
-/// validation cannot know: sort order, references between tables, that
-/// every region lies inside the committed part of the file, and that no two
-/// regions overlap (FORMAT.md §2). After this, readers trust the index's
-/// structure (never its regions' contents, which carry their own CRCs), and
-/// the stamp table, the one region written in place, aliases nothing that
-/// is lent out.
-pub(crate) fn check_semantics(path: &Path, idx: &ArchivedIndexData, sb: &Superblock) -> Result<()> {
-    let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
-    let committed_len = sb.committed_len;
-    let in_file = |offset: u64, len: u64| {
-        offset >= DATA_START
-            && offset.is_multiple_of(REGION_ALIGN)
-            && offset.checked_add(len).is_some_and(|end| end <= committed_len)
-    };
-    // Every non-empty region: (start, end, what it is).
-    let mut regions: Vec<(u64, u64, &'static str)> =
-        Vec::with_capacity(2 * idx.entries.len() + idx.maps.len() + 2);
-    let mut region = |offset: u64, len: u64, what: &'static str| {
-        if len > 0 {
-            regions.push((offset, offset + len, what));
-        }
-    };
-    region(sb.index_offset, sb.index_len, "the index");
-    let stamps_len = stamps::table_len(sb.stamps_capacity);
-    if !in_file(sb.stamps_offset, stamps_len) {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "the access-stamp table at {}+{stamps_len} lies outside the committed file",
-                sb.stamps_offset
-            ),
-        ));
+/// What the checks of a base index or a delta found that later checks of
+/// a whole chain need.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Checked {
+    /// The largest stamp slot an entry names, if any entry does.
+    pub max_slot: Option<u32>,
+    /// The non-empty regions named, as sorted, disjoint (start, end) pairs.
+    pub regions: Vec<(u64, u64)>,
+}
+
+impl Checked {
+    /// True when `[start, end)` shares no byte with a region named here.
+    pub(crate) fn disjoint_from(&self, start: u64, end: u64) -> bool {
+        let i = self.regions.partition_point(|&(_, e)| e <= start);
+        self.regions.get(i).is_none_or(|&(s, _)| s >= end)
     }
-    region(sb.stamps_offset, stamps_len, "the access-stamp table");
-    for (i, m) in idx.maps.iter().enumerate() {
-        if !in_file(m.offset.to_native(), m.len.to_native()) {
-            return bad(format!(
-                "mapping {i} at {}+{} lies outside the file",
-                m.offset, m.len
+}
+
+/// Collects regions and checks them, for `check_base` and `check_delta`.
+struct Regions<'p> {
+    path: &'p Path,
+    /// Every region must lie in `[lo, hi)`.
+    lo: u64,
+    hi: u64,
+    list: Vec<(u64, u64, &'static str)>,
+}
+
+impl Regions<'_> {
+    fn add(&mut self, offset: u64, len: u64, what: &'static str, whose: &dyn Fn() -> String) -> Result<()> {
+        let inside = offset >= self.lo
+            && offset.is_multiple_of(REGION_ALIGN)
+            && offset.checked_add(len).is_some_and(|end| end <= self.hi);
+        if !inside {
+            return Err(Error::corrupt(
+                self.path,
+                format!(
+                    "index: {} {what} at {offset}+{len} lies outside {}..{}",
+                    whose(),
+                    self.lo,
+                    self.hi
+                ),
             ));
         }
-        region(m.offset.to_native(), m.len.to_native(), "an id mapping");
+        if len > 0 {
+            self.list.push((offset, offset + len, what));
+        }
+        Ok(())
     }
+
+    /// Sorts the regions and refuses any two that overlap.
+    fn finish(mut self, max_slot: Option<u32>) -> Result<Checked> {
+        sort_by_start(&mut self.list);
+        for w in self.list.windows(2) {
+            let ((a_start, a_end, a), (b_start, _, b)) = (w[0], w[1]);
+            if b_start < a_end {
+                return Err(Error::corrupt(
+                    self.path,
+                    format!("index: {a} at {a_start}..{a_end} overlaps {b} at {b_start}: regions never share bytes"),
+                ));
+            }
+        }
+        Ok(Checked {
+            max_slot,
+            regions: self.list.into_iter().map(|(s, e, _)| (s, e)).collect(),
+        })
+    }
+}
+
+/// Sorts regions by start offset in O(n): nothing when they already are
+/// (a compacted file lays its regions out in key order), otherwise an LSD
+/// radix sort on the 64-byte unit of the start. A base index of n entries
+/// names 2n regions, and this runs at every fresh open, where a comparison
+/// sort cost more than everything else the open does.
+fn sort_by_start<T: Copy>(list: &mut Vec<(u64, u64, T)>) {
+    if list.windows(2).all(|w| w[0].0 <= w[1].0) {
+        return;
+    }
+    if list.len() < 256 {
+        list.sort_unstable_by_key(|r| r.0);
+        return;
+    }
+    const BITS: u32 = 11;
+    let unit = |r: &(u64, u64, T)| r.0 / REGION_ALIGN;
+    let max = list.iter().map(unit).max().unwrap_or(0);
+    let passes = (u64::BITS - max.leading_zeros()).div_ceil(BITS);
+    let mut from = std::mem::take(list);
+    let mut to = from.clone();
+    for pass in 0..passes {
+        let digit = |r: &(u64, u64, T)| ((unit(r) >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
+        let mut at = vec![0usize; 1 << BITS];
+        for r in &from {
+            at[digit(r)] += 1;
+        }
+        let mut sum = 0;
+        for c in at.iter_mut() {
+            (*c, sum) = (sum, sum + *c);
+        }
+        for r in &from {
+            let d = digit(r);
+            to[at[d]] = *r;
+            at[d] += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+    }
+    *list = from;
+}
+
+/// Checks `entries` (sorted, valid keys, mappings among the first
+/// `map_count` of the table `map_bits` describes) and adds their bitsets
+/// to `regions`; returns the largest slot named.
+fn check_entries<'a>(
+    path: &Path,
+    entries: impl Iterator<Item = &'a ArchivedEntryRecord>,
+    map_count: usize,
+    map_ids: &dyn Fn(usize) -> Option<u64>,
+    regions: &mut Regions<'_>,
+) -> Result<Option<u32>> {
+    let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
     let mut prev: Option<&str> = None;
-    for e in idx.entries.iter() {
+    let mut max_slot: Option<u32> = None;
+    for e in entries {
         let key = e.key.as_str();
         if let Err(reason) = crate::key::check(key) {
             return bad(format!("entry key {key:?} is invalid: {reason}"));
@@ -212,47 +322,133 @@ pub(crate) fn check_semantics(path: &Path, idx: &ArchivedIndexData, sb: &Superbl
             (e.node_map.to_native(), &e.nodes),
             (e.link_map.to_native(), &e.links),
         ] {
-            let Some(m) = idx.maps.get(map as usize) else {
-                return bad(format!("entry {key:?} names mapping {map} of {}", idx.maps.len()));
+            let Some(count) = map_ids(map as usize).filter(|_| (map as usize) < map_count) else {
+                return bad(format!("entry {key:?} names mapping {map} of {map_count}"));
             };
-            if m.count.to_native() != bits.bits.to_native() {
+            if count != bits.bits.to_native() {
                 return bad(format!(
-                    "entry {key:?}: bitset of {} bits with a mapping of {} ids",
-                    bits.bits, m.count
+                    "entry {key:?}: bitset of {} bits with a mapping of {count} ids",
+                    bits.bits
                 ));
             }
             let len = BitsRecord::byte_len(bits.bits.to_native());
-            if !in_file(bits.offset.to_native(), len) {
-                return bad(format!(
-                    "entry {key:?}: bitset at {} lies outside the file",
-                    bits.offset
-                ));
-            }
-            region(bits.offset.to_native(), len, "a bitset");
+            regions.add(bits.offset.to_native(), len, "a bitset", &|| {
+                format!("entry {key:?}:")
+            })?;
         }
-        if e.slot.to_native() >= sb.stamps_capacity {
-            return bad(format!(
-                "entry {key:?}: stamp slot {} of {}",
-                e.slot, sb.stamps_capacity
+        let slot = e.slot.to_native();
+        max_slot = Some(max_slot.map_or(slot, |m| m.max(slot)));
+    }
+    Ok(max_slot)
+}
+
+/// Checks a base index against everything rkyv's validation cannot know
+/// (FORMAT.md §2.6): sort order, references between tables, that every
+/// region lies below the index's own end, and that no two regions overlap,
+/// the stamp table `stamps` (offset, capacity) included when it lies below
+/// that end too. After this, readers trust the index's structure (never its
+/// regions' contents, which carry their own CRCs).
+pub(crate) fn check_base(
+    path: &Path,
+    idx: &ArchivedIndexData,
+    index_offset: u64,
+    index_len: u64,
+    stamps: Option<(u64, u32)>,
+) -> Result<Checked> {
+    let end = index_offset.saturating_add(index_len);
+    let mut regions = Regions {
+        path,
+        lo: DATA_START,
+        hi: end,
+        list: Vec::with_capacity(2 * idx.entries.len() + idx.maps.len() + 2),
+    };
+    regions.add(index_offset, index_len, "the index", &String::new)?;
+    if let Some((offset, capacity)) = stamps {
+        regions.add(
+            offset,
+            stamps::table_len(capacity),
+            "the access-stamp table",
+            &String::new,
+        )?;
+    }
+    for (i, m) in idx.maps.iter().enumerate() {
+        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| {
+            format!("mapping {i}:")
+        })?;
+    }
+    let map_ids = |i: usize| idx.maps.get(i).map(|m| m.count.to_native());
+    let max_slot = check_entries(path, idx.entries.iter(), idx.maps.len(), &map_ids, &mut regions)?;
+    regions.finish(max_slot)
+}
+
+/// Checks one delta at `offset`, the `depth`-th of its chain, over a
+/// mapping table of `maps_before` records (`map_ids(i)`: the id count of
+/// record i): keys sorted and valid, mappings named that exist, and every
+/// region it introduces inside `[since, offset)` and disjoint from the
+/// others it introduces. The chain's own links (`since`, `maps_before`,
+/// the previous delta) are checked by the chain.
+pub(crate) fn check_delta(
+    path: &Path,
+    d: &ArchivedDeltaData,
+    offset: u64,
+    map_ids: &dyn Fn(usize) -> Option<u64>,
+) -> Result<Checked> {
+    let maps_before = d.maps_before.to_native() as usize;
+    let mut regions = Regions {
+        path,
+        lo: d.since.to_native().max(DATA_START),
+        hi: offset,
+        list: Vec::with_capacity(2 * d.upserts.len() + d.maps.len()),
+    };
+    for (i, m) in d.maps.iter().enumerate() {
+        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| {
+            format!("delta mapping {i}:")
+        })?;
+    }
+    let all_ids = |i: usize| {
+        if i < maps_before {
+            map_ids(i)
+        } else {
+            d.maps.get(i - maps_before).map(|m| m.count.to_native())
+        }
+    };
+    let map_count = maps_before + d.maps.len();
+    let max_slot = check_entries(path, d.upserts.iter(), map_count, &all_ids, &mut regions)?;
+    let mut prev: Option<&str> = None;
+    for k in d.removed.iter() {
+        let k = k.as_str();
+        if crate::key::check(k).is_err() || prev.is_some_and(|p| p >= k) {
+            return Err(Error::corrupt(
+                path,
+                format!("index delta: removed key {k:?} is invalid or out of order"),
             ));
         }
+        prev = Some(k);
     }
-    regions.sort_unstable();
-    for w in regions.windows(2) {
-        let ((a_start, a_end, a), (b_start, _, b)) = (w[0], w[1]);
-        if b_start < a_end {
-            return bad(format!(
-                "{a} at {a_start}..{a_end} overlaps {b} at {b_start}: regions never share bytes"
-            ));
-        }
-    }
-    Ok(())
+    regions.finish(max_slot)
 }
 
 impl ArchivedIndexData {
     /// The position of `key` among the entries, by binary search.
     pub(crate) fn find(&self, key: &str) -> Option<usize> {
         self.entries.binary_search_by(|e| e.key.as_str().cmp(key)).ok()
+    }
+}
+
+impl ArchivedEntryRecord {
+    /// The owned record.
+    pub(crate) fn to_record(&self) -> EntryRecord {
+        EntryRecord {
+            key: self.key.as_str().to_owned(),
+            created_us: self.created_us.to_native(),
+            accessed_us: self.accessed_us.to_native(),
+            slot: self.slot.to_native(),
+            node_map: self.node_map.to_native(),
+            link_map: self.link_map.to_native(),
+            nodes: self.nodes.to_record(),
+            links: self.links.to_record(),
+            attributes: self.attributes.as_str().to_owned(),
+        }
     }
 }
 
@@ -299,6 +495,44 @@ mod tests {
             offset_of!(ArchivedEntryRecord, attributes),
         ];
         assert_eq!(e, [0, 8, 16, 24, 28, 32, 40, 64, 88]);
+        assert_eq!(
+            (size_of::<ArchivedDeltaData>(), align_of::<ArchivedDeltaData>()),
+            (64, 8)
+        );
+        let d = [
+            offset_of!(ArchivedDeltaData, upserts),
+            offset_of!(ArchivedDeltaData, maps),
+            offset_of!(ArchivedDeltaData, removed),
+            offset_of!(ArchivedDeltaData, prev_offset),
+            offset_of!(ArchivedDeltaData, prev_len),
+            offset_of!(ArchivedDeltaData, since),
+            offset_of!(ArchivedDeltaData, maps_before),
+            offset_of!(ArchivedDeltaData, prev_crc),
+            offset_of!(ArchivedDeltaData, depth),
+        ];
+        assert_eq!(d, [0, 8, 16, 24, 32, 40, 48, 52, 56]);
+    }
+
+    #[test]
+    fn regions_sort_by_start() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        for n in [0usize, 1, 5, 300, 5000] {
+            let mut v: Vec<(u64, u64, u32)> = (0..n as u32)
+                .map(|i| {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let start = (rng % (1 << 40)) / 64 * 64;
+                    (start, start + 64, i)
+                })
+                .collect();
+            let mut want = v.clone();
+            want.sort_by_key(|r| r.0);
+            sort_by_start(&mut v);
+            let starts = |v: &[(u64, u64, u32)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+            assert_eq!(starts(&v), starts(&want), "n = {n}");
+            assert_eq!(v.len(), n);
+        }
     }
 
     #[test]

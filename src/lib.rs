@@ -46,6 +46,7 @@ compile_error!("scopecache maps little-endian words in place and needs a little-
 pub mod algebra;
 mod bitset;
 mod cache;
+mod chain;
 mod clock;
 mod commit;
 mod compact;
@@ -64,6 +65,7 @@ mod key;
 mod mapping;
 #[cfg(feature = "migrate")]
 pub mod migrate;
+mod model;
 mod open;
 mod parts;
 #[cfg(feature = "remote")]

@@ -54,7 +54,10 @@ impl Scope {
     }
 
     fn entry(&self) -> &ArchivedEntryRecord {
-        &self.snap.index().entries[self.pos]
+        // `pos` came from the snapshot's own `find`: it names a live entry.
+        self.snap
+            .entry(self.pos)
+            .unwrap_or_else(|| unreachable!("a scope's position names its entry"))
     }
 
     /// The covered nodes: bit i is node `node_ids().id(i)`. O(1), zero-copy.
@@ -151,17 +154,16 @@ impl EntryInfo {
         e: &ArchivedEntryRecord,
         attributes: Option<Map<String, Value>>,
     ) -> EntryInfo {
-        let idx = snap.index();
-        let map_len = |i: u32| idx.maps.get(i as usize).map_or(0, |m| m.len.to_native());
+        let map_len = |i: u32| snap.chain().map(i).map_or(0, |m| m.len.to_native());
         let (nm, lm) = (e.node_map.to_native(), e.link_map.to_native());
         let nodes_bytes = BitsRecord::byte_len(e.nodes.bits.to_native());
         let links_bytes = BitsRecord::byte_len(e.links.bits.to_native());
         let node_ids_bytes = map_len(nm);
         let link_ids_bytes = map_len(lm);
         let attributes_bytes = e.attributes.len() as u64;
-        let shares_mappings = idx
-            .entries
-            .iter()
+        let shares_mappings = snap
+            .entries()
+            .map(|(_, o)| o)
             .filter(|o| o.node_map.to_native() == nm || o.link_map.to_native() == lm)
             .nth(1)
             .is_some();

@@ -2,10 +2,11 @@
 //! opened, and immutable `Snapshot`s of committed generations over it.
 
 use crate::bitset;
+use crate::chain::Chain;
 use crate::error::{Error, Result};
 use crate::format::{Counter, Superblock, COUNTERS_OFFSET, DATA_START};
 use crate::idmap::IdMap;
-use crate::index::{check_semantics, ArchivedEntryRecord, ArchivedIndexData, BitsRecord, MapRecord};
+use crate::index::{ArchivedEntryRecord, BitsRecord, MapRecord};
 use crate::io::FileIo;
 use crate::mapping::{MappedRegion, Mapping};
 use crate::stamps;
@@ -14,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// One inode of the cache file, opened by this process. Compaction replaces
 /// the inode at the path; a handle keeps its own inode alive and readable.
@@ -198,74 +199,60 @@ pub(crate) struct Resolved {
 
 /// A committed generation of one file, read in place.
 ///
-/// The index is the one region not read in place: it is copied into an
-/// aligned heap buffer, and the copy is what the CRC, the validation and
-/// every later read see. A pointer read from it can therefore never change
-/// under a reader, whatever happens to the file's bytes.
+/// The index is the one thing not read in place: its base and each delta
+/// are copied into aligned heap buffers (`chain.rs`), and the copies are
+/// what the CRCs, the validation and every later read see. A pointer read
+/// from them can therefore never change under a reader, whatever happens
+/// to the file's bytes.
 pub(crate) struct Snapshot {
     pub file: Arc<FileHandle>,
     pub map: Arc<Mapping>,
     pub sb: Superblock,
-    index: rkyv::util::AlignedVec<16>,
-    resolved: Box<[OnceLock<Arc<Resolved>>]>,
+    chain: Chain,
 }
 
 impl Snapshot {
-    /// Loads the newest committed generation of `file`: one copy, one CRC
-    /// pass and one bytecheck validation of the index, then the semantic
-    /// and layout checks (`index::check_semantics`).
+    /// Loads the newest committed generation of `file`: its superblock, and
+    /// its index checked as `Chain::load` says.
     pub(crate) fn load(file: Arc<FileHandle>) -> Result<Snapshot> {
+        Snapshot::load_after(file, None)
+    }
+
+    /// `load`, reusing the index parts `prev` (a snapshot of any file) has
+    /// already checked when it is a snapshot of the same file handle: after
+    /// a commit that appended a delta, only the delta is read.
+    pub(crate) fn load_after(file: Arc<FileHandle>, prev: Option<&Snapshot>) -> Result<Snapshot> {
         let first = file.mapping_for(DATA_START)?;
         let sb = first.superblock()?;
         let map = file.mapping_for(sb.committed_len)?;
-        let path = &file.path;
-        if sb
-            .index_offset
-            .checked_add(sb.index_len)
-            .is_none_or(|end| end > sb.committed_len)
-        {
-            return Err(Error::corrupt(path, "index lies past the committed length"));
-        }
-        let bytes = map.region(sb.index_offset, sb.index_len).ok_or_else(|| {
-            Error::corrupt(
-                path,
-                format!(
-                    "index at {}+{} lies outside the file",
-                    sb.index_offset, sb.index_len
-                ),
-            )
-        })?;
-        let mut index = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        index.extend_from_slice(bytes);
-        let crc = crc32fast::hash(&index);
-        if crc != sb.index_crc {
-            return Err(Error::corrupt(
-                path,
-                format!(
-                    "index of generation {}: CRC expected {:#010x}, found {crc:#010x}",
-                    sb.generation, sb.index_crc
-                ),
-            ));
-        }
-        let idx = rkyv::access::<ArchivedIndexData, rkyv::rancor::Error>(&index)
-            .map_err(|e| Error::corrupt(path, format!("index of generation {}: {e}", sb.generation)))?;
-        check_semantics(path, idx, &sb)?;
-        let resolved = (0..idx.entries.len()).map(|_| OnceLock::new()).collect();
-        Ok(Snapshot {
-            file,
-            map,
-            sb,
-            index,
-            resolved,
-        })
+        let reuse = prev.filter(|p| Arc::ptr_eq(&p.file, &file)).map(|p| &p.chain);
+        let chain = Chain::load(&file.path, &map, &sb, reuse)?;
+        Ok(Snapshot { file, map, sb, chain })
     }
 
-    /// The archived index.
-    pub(crate) fn index(&self) -> &ArchivedIndexData {
-        // SAFETY: `self.index` is our own heap copy, never written after
-        // load(), where these exact bytes passed `rkyv::access` validation
-        // (bounds, alignment, UTF-8, and pointer checks of every field).
-        unsafe { rkyv::access_unchecked::<ArchivedIndexData>(&self.index) }
+    /// The merged index.
+    pub(crate) fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
+    /// The position of the live entry under `key`.
+    pub(crate) fn find(&self, key: &str) -> Option<usize> {
+        self.chain.find(key)
+    }
+
+    /// The entry at a position `find` or `entries` gave.
+    pub(crate) fn entry(&self, pos: usize) -> Option<&ArchivedEntryRecord> {
+        self.chain.entry(pos)
+    }
+
+    /// Every live entry, with its position, in no particular order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (usize, &ArchivedEntryRecord)> + '_ {
+        self.chain.entries()
+    }
+
+    /// Live entries.
+    pub(crate) fn len(&self) -> usize {
+        self.chain.len()
     }
 
     /// Adds to a shared counter in the file.
@@ -300,15 +287,12 @@ impl Snapshot {
     /// Resolves entry `pos`: checks its bitsets (when `check_bits`), opens its
     /// mappings, parses its attributes. Done once per snapshot and entry.
     pub(crate) fn resolve(&self, pos: usize, check_bits: bool) -> Result<Arc<Resolved>> {
-        let slot = self
-            .resolved
-            .get(pos)
-            .ok_or_else(|| Error::corrupt(&self.file.path, "entry position out of range"))?;
+        let out_of_range = || Error::corrupt(&self.file.path, "entry position out of range");
+        let slot = self.chain.resolved(pos).ok_or_else(out_of_range)?;
         if let Some(r) = slot.get() {
             return Ok(Arc::clone(r));
         }
-        let e = &self.index().entries[pos];
-        let maps = &self.index().maps;
+        let e = self.chain.entry(pos).ok_or_else(out_of_range)?;
         let nodes = e.nodes.to_record();
         let links = e.links.to_record();
         if check_bits {
@@ -318,7 +302,7 @@ impl Snapshot {
             return Err(Error::corrupt(&self.file.path, "bitset failed its CRC"));
         }
         let open_map = |i: u32| -> Result<IdMap> {
-            let m = &maps[i as usize];
+            let m = self.chain.map(i).ok_or_else(out_of_range)?;
             let idmap = self
                 .file
                 .idmap(&self.map, m.offset.to_native(), m.len.to_native())?;

@@ -33,37 +33,27 @@ pub(crate) fn encode(values: &[u64]) -> Vec<u8> {
 }
 
 impl Txn<'_> {
-    /// Gives every entry with `slot == u32::MAX` a stamp slot that neither the
-    /// committed nor the new index uses, so a failed commit disturbs no stamp.
-    /// Returns the table (offset, capacity) the new generation uses: the
-    /// committed one, or a larger one appended with the stamps copied over.
+    /// Gives every entry put since the last commit (`slot == u32::MAX`) a
+    /// stamp slot that no committed entry uses (slots of entries removed
+    /// since are freed only after the commit), so a failed commit disturbs
+    /// no stamp. Returns the table (offset, capacity) the new generation
+    /// uses: the committed one, or a larger one appended with the stamps
+    /// copied over. Cost: O(entries put), plus the table when it grows.
     pub(crate) fn assign_slots(&mut self) -> Result<(u64, u32)> {
         let sb = self.snap.sb;
-        let mut used: HashSet<u32> = self
-            .snap
-            .index()
-            .entries
-            .iter()
-            .map(|e| e.slot.to_native())
-            .collect();
-        used.extend(
-            self.index
-                .entries
-                .iter()
-                .map(|e| e.slot)
-                .filter(|&s| s != u32::MAX),
-        );
-        let mut next = 0u32;
         let mut fresh = Vec::new();
-        for e in self.index.entries.iter_mut().filter(|e| e.slot == u32::MAX) {
-            while used.contains(&next) {
-                next += 1;
+        for key in self.changed_keys() {
+            let Some(e) = self.model.get(&key) else { continue };
+            if e.slot != u32::MAX {
+                continue;
             }
-            e.slot = next;
-            used.insert(next);
-            fresh.push(next);
+            let slot = self.model.take_slot();
+            if let Some(e) = self.model.get_mut(&key) {
+                e.slot = slot;
+            }
+            fresh.push(slot);
         }
-        let need = used.iter().max().map_or(0, |&m| m + 1);
+        let need = self.model.slot_high();
         if need <= sb.stamps_capacity {
             for s in fresh {
                 self.snap.map.store(slot_offset(sb.stamps_offset, s), 0);
@@ -71,6 +61,7 @@ impl Txn<'_> {
             return Ok((sb.stamps_offset, sb.stamps_capacity));
         }
         let capacity = u32::try_from(capacity_for(u64::from(need))).unwrap_or(u32::MAX);
+        let fresh: HashSet<u32> = fresh.into_iter().collect();
         let values: Vec<u64> = (0..capacity)
             .map(|s| {
                 if s < sb.stamps_capacity && !fresh.contains(&s) {

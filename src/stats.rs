@@ -2,10 +2,10 @@
 //! findings of `verify`.
 
 use crate::cache::ScopeCache;
-use crate::error::{Error, Result};
-use crate::eviction::footprint;
+use crate::error::Result;
 use crate::format::{Counter, COUNTERS_OFFSET};
-use crate::index::{BitsRecord, IndexData};
+use crate::index::{BitsRecord, MapRecord};
+use crate::model::Model;
 use chrono::{DateTime, Utc};
 
 /// Statistics of a cache, as `ScopeCache::stats` returns them: everything
@@ -47,6 +47,10 @@ pub struct CacheStats {
     pub stored_mappings: u64,
     /// The committed generation.
     pub generation: u64,
+    /// Deltas the index holds over its base (FORMAT.md §2.7): what a fresh
+    /// open reads besides the base. A commit appends one; now and then a
+    /// commit writes a new base instead, and this drops to 0.
+    pub index_deltas: u64,
     /// Gets that returned a scope, over all processes.
     pub hits: u64,
     /// Gets that returned nothing.
@@ -126,13 +130,15 @@ impl ScopeCache {
     /// Statistics of the cache and of its use by all processes.
     pub fn stats(&self) -> Result<CacheStats> {
         let snap = self.snapshot()?;
-        let index: IndexData = rkyv::deserialize::<IndexData, rkyv::rancor::Error>(snap.index())
-            .map_err(|e| Error::corrupt(&self.path, format!("index: {e}")))?;
-        let n = index.entries.len() as u64;
-        let total_nodes: u64 = index.entries.iter().map(|e| e.nodes.bits).sum();
-        let total_links: u64 = index.entries.iter().map(|e| e.links.bits).sum();
-        let total_size_bytes: u64 = index
-            .entries
+        let model = Model::of(&snap);
+        let n = model.len() as u64;
+        let total_nodes: u64 = model.iter().map(|e| e.nodes.bits).sum();
+        let total_links: u64 = model.iter().map(|e| e.links.bits).sum();
+        let live_maps: Vec<&MapRecord> = (model.maps().iter().enumerate())
+            .filter(|&(i, _)| model.is_live_map(i))
+            .map(|(_, m)| m)
+            .collect();
+        let total_size_bytes: u64 = model
             .iter()
             .map(|e| {
                 BitsRecord::byte_len(e.nodes.bits)
@@ -140,14 +146,14 @@ impl ScopeCache {
                     + e.attributes.len() as u64
             })
             .sum::<u64>()
-            + index.maps.iter().map(|m| m.len).sum::<u64>();
-        let live_bytes = footprint(&index).min(snap.sb.committed_len);
+            + live_maps.iter().map(|m| m.len).sum::<u64>();
+        let live_bytes = model.footprint().min(snap.sb.committed_len);
         let file_bytes = snap.sb.committed_len;
         let c = |c: Counter| snap.map.load(COUNTERS_OFFSET + 8 * c as u64);
-        let created = index
-            .entries
+        let created: Vec<DateTime<Utc>> = model
             .iter()
-            .map(|e| crate::clock::from_micros(e.created_us));
+            .map(|e| crate::clock::from_micros(e.created_us))
+            .collect();
         Ok(CacheStats {
             total_entries: n,
             total_size_bytes,
@@ -156,15 +162,16 @@ impl ScopeCache {
             total_nodes,
             total_links,
             cache_utilization: file_bytes as f64 / self.config.max_size_bytes as f64,
-            oldest_entry: created.clone().min(),
-            newest_entry: created.max(),
+            oldest_entry: created.iter().min().copied(),
+            newest_entry: created.iter().max().copied(),
             average_nodes_per_entry: total_nodes.checked_div(n).unwrap_or(0),
             average_links_per_entry: total_links.checked_div(n).unwrap_or(0),
             file_bytes,
             live_bytes,
             dead_bytes: file_bytes - live_bytes,
-            stored_mappings: index.maps.len() as u64,
+            stored_mappings: live_maps.len() as u64,
             generation: snap.generation(),
+            index_deltas: u64::from(snap.chain().depth()),
             hits: c(Counter::Hits),
             misses: c(Counter::Misses),
             evictions: c(Counter::Evictions),

@@ -17,7 +17,6 @@ impl ScopeCache {
     pub fn verify(&self) -> Result<VerifyReport> {
         let snap = self.snapshot()?;
         let fh = &snap.file;
-        let idx = snap.index();
         let mut report = VerifyReport {
             generation: snap.generation(),
             ..VerifyReport::default()
@@ -44,8 +43,9 @@ impl ScopeCache {
                 }
             }
         }
-        let mut map_ok = vec![None; idx.maps.len()];
-        for e in idx.entries.iter() {
+        let maps: Vec<_> = snap.chain().maps().collect();
+        let mut map_ok = vec![None; maps.len()];
+        for (_, e) in snap.entries() {
             report.entries += 1;
             let key = Some(e.key.as_str().to_owned());
             for b in [&e.nodes, &e.links] {
@@ -62,7 +62,7 @@ impl ScopeCache {
             for m in [e.node_map.to_native(), e.link_map.to_native()] {
                 let i = m as usize;
                 if map_ok[i].is_none() {
-                    let rec = &idx.maps[i];
+                    let rec = maps[i];
                     let res = fh
                         .idmap(&snap.map, rec.offset.to_native(), rec.len.to_native())
                         .and_then(|m| m.verify());

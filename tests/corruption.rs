@@ -256,28 +256,45 @@ enum Region {
     Truncated,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Sb {
     generation: u64,
     committed_len: u64,
     index_offset: u64,
-    index_len: u64,
     stamps_offset: u64,
     stamps_capacity: u32,
+    /// Every part of the index the generation needs: its base index and
+    /// each delta of its chain (FORMAT.md §2.7), as (offset, len).
+    parts: Vec<(u64, u64)>,
 }
 
 fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
 }
 
+/// The parts of a delta chain, newest first, from the newest delta's
+/// (offset, len): each delta's root (its last 64 bytes) holds the previous
+/// delta's offset and length at bytes 24 and 32.
+fn chain_parts(file: &[u8], mut next: (u64, u64)) -> Vec<(u64, u64)> {
+    let mut parts = Vec::new();
+    while next.1 > 0 {
+        parts.push(next);
+        let root = (next.0 + next.1) as usize - 64;
+        next = (le64(file, root + 24), le64(file, root + 32));
+    }
+    parts
+}
+
 fn read_sb(file: &[u8], slot: usize) -> Sb {
     let b = &file[slot * PAGE..slot * PAGE + SB_LEN];
     assert_eq!(&b[0..8], b"SCPCACHE");
+    let mut parts = chain_parts(file, (le64(b, 72), le64(b, 80)));
+    parts.push((le64(b, 32), le64(b, 40)));
     Sb {
+        parts,
         generation: le64(b, 16),
         committed_len: le64(b, 24),
         index_offset: le64(b, 32),
-        index_len: le64(b, 40),
         stamps_offset: le64(b, 56),
         stamps_capacity: u32::from_le_bytes(b[52..56].try_into().unwrap()),
     }
@@ -308,7 +325,7 @@ impl Layout {
             if at % PAGE >= SB_LEN {
                 Region::SuperblockPadding
             } else if slot == self.newest_slot {
-                if self.newest.index_offset == self.older.index_offset {
+                if self.newest.parts == self.older.parts {
                     Region::NewestSuperblockOfTwins(at % PAGE < 8)
                 } else {
                     Region::NewestSuperblock
@@ -318,9 +335,9 @@ impl Layout {
             }
         } else if at < DATA_START {
             Region::CountersPage
-        } else if within(self.newest.index_offset, self.newest.index_len) {
+        } else if self.newest.parts.iter().any(|&(o, l)| within(o, l)) {
             Region::NewestIndex
-        } else if within(self.older.index_offset, self.older.index_len) {
+        } else if self.older.parts.iter().any(|&(o, l)| within(o, l)) {
             Region::OlderIndex
         } else if within(
             self.newest.stamps_offset,

@@ -258,10 +258,12 @@ impl Drop for Tmpfs {
 
 #[test]
 fn enospc_on_a_small_tmpfs_leaves_the_last_commit_intact() {
-    let Some(fs) = Tmpfs::mount("2m") else { return };
+    let Some(fs) = Tmpfs::mount("3m") else { return };
     let path = fs.0.join("c");
     let filler = fs.0.join("filler");
-    std::fs::write(&filler, vec![1u8; 256 << 10]).unwrap();
+    // Larger than any one put below needs (its two new mappings, ~500 KB
+    // at the size where the disk fills), so that removing it makes room.
+    std::fs::write(&filler, vec![1u8; 1 << 20]).unwrap();
     let cache = ScopeCache::open(&path, roomy_config()).unwrap();
     let mut expected = HashMap::new();
     let mut failure = None;

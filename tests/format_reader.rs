@@ -371,8 +371,11 @@ fn check(cache: &ScopeCache, doc: &Value, specs: &[Spec], scopes: &[Scope]) {
             assert_eq!(first, m, "{what}: an id list already stored is stored again");
         }
     }
+    // A delta chain's table keeps the records of mappings whose entries are
+    // gone (§2.7); the reader marks them `named: false`.
+    let named = maps.iter().filter(|m| m["named"] != json!(false)).count();
     assert_eq!(
-        maps.len(),
+        named,
         map_of_ids.len(),
         "maps: one per distinct id list, and no other"
     );
@@ -397,13 +400,17 @@ fn check(cache: &ScopeCache, doc: &Value, specs: &[Spec], scopes: &[Scope]) {
     );
     assert_eq!(st.file_bytes, u(&doc["committed"]), "committed length");
     assert_eq!(st.generation, u(&doc["generation"]));
-    assert_eq!(st.stored_mappings, maps.len() as u64);
+    assert_eq!(st.stored_mappings, named as u64);
     let bitset_bytes = |e: &Value, part: &str| u(&e[part]["bits"]).div_ceil(64) * 8;
     let held: u64 = entries
         .iter()
         .map(|e| bitset_bytes(e, "nodes") + bitset_bytes(e, "links") + u(&e["attributes_bytes"]))
         .sum::<u64>()
-        + maps.iter().map(|m| u(&m["len"])).sum::<u64>();
+        + maps
+            .iter()
+            .filter(|m| m["named"] != json!(false))
+            .map(|m| u(&m["len"]))
+            .sum::<u64>();
     assert_eq!(st.total_size_bytes, held, "bytes held, each mapping once");
 }
 
@@ -441,16 +448,23 @@ fn the_sample_cache_reads_the_same() {
     assert_eq!(doc["maps"][u(&e[2]["link_map"]) as usize]["count"], json!(0));
 }
 
+/// Both golden files: format version 1 (no delta) and 2 (a delta chain).
 #[test]
-fn the_golden_file_reads_as_written() {
+fn the_golden_files_read_as_written() {
     if !have_python() {
         return;
     }
+    for version in [1, 2] {
+        golden_reads_as_written(version);
+    }
+}
+
+fn golden_reads_as_written(version: u32) {
     // Copied: the API's gets raise stamps in the file.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("golden.cache");
     std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.cache"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/golden-v{version}.cache")),
         &path,
     )
     .unwrap();
@@ -466,6 +480,12 @@ fn the_golden_file_reads_as_written() {
     )
     .unwrap();
     let untouched = read(&path, &[]);
+    assert_eq!(untouched["version"], json!(version));
+    assert_eq!(
+        untouched["deltas"].as_u64().unwrap() > 0,
+        version >= 2,
+        "v{version}"
+    );
     drop(get_all(&ro, &specs));
     let doc = read(&path, &[]);
     assert_eq!(
@@ -737,7 +757,14 @@ fn a_flipped_byte_is_detected_by_the_reader() {
 /// `bytes` with its newest generation's index changed by `f` (given the
 /// index and the position of its `entries` elements) and its CRCs made
 /// right again, as FORMAT.md lays them out.
+/// `bytes` with `f` applied to the base index and the CRCs made valid
+/// again; the file must have no delta (a compacted file).
 fn recommitted(bytes: &[u8], doc: &Value, f: impl FnOnce(&mut [u8], usize)) -> Vec<u8> {
+    assert_eq!(
+        doc["deltas"],
+        json!(0),
+        "crafted files start from a compacted file"
+    );
     let mut b = bytes.to_vec();
     let sb = u(&doc["slot"]) as usize * 4096;
     let (off, len) = (u(&doc["index_offset"]) as usize, u(&doc["index_len"]) as usize);
@@ -772,7 +799,7 @@ fn rules_behind_a_valid_crc_are_enforced_by_both_readers() {
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean.cache");
     let specs: Vec<Spec> = sample::scopes().iter().map(Spec::from_sample).collect();
-    drop(write(&clean, &specs));
+    write(&clean, &specs).compact().unwrap(); // one base index, no delta
     let doc = read(&clean, &[]);
     let bytes = std::fs::read(&clean).unwrap();
     let alpha_map = u(&doc["entries"][0]["node_map"]);
@@ -864,10 +891,10 @@ fn rules_behind_a_valid_crc_are_enforced_by_both_readers() {
         }
         b
     };
-    let p = dir.path().join("v2.cache");
-    std::fs::write(&p, other_version(2)).unwrap();
+    let p = dir.path().join("v3.cache");
+    std::fs::write(&p, other_version(3)).unwrap();
     let o = run_reader(&p, &[]);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported version 2"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unsupported version 3"));
     assert!(matches!(
         ScopeCache::open(
             &p,
@@ -876,7 +903,7 @@ fn rules_behind_a_valid_crc_are_enforced_by_both_readers() {
                 ..config()
             }
         ),
-        Err(scopecache::Error::UnsupportedVersion { found: 2, .. })
+        Err(scopecache::Error::UnsupportedVersion { found: 3, .. })
     ));
 }
 
@@ -890,7 +917,7 @@ fn writer_guarantees_are_noted_not_enforced() {
     let dir = tempfile::tempdir().unwrap();
     let clean = dir.path().join("clean.cache");
     let specs: Vec<Spec> = sample::scopes().iter().map(Spec::from_sample).collect();
-    drop(write(&clean, &specs));
+    write(&clean, &specs).compact().unwrap(); // one base index, no delta
     let doc = read(&clean, &[]);
     let bytes = std::fs::read(&clean).unwrap();
     type Change = Box<dyn Fn(&mut [u8], usize)>;

@@ -1,13 +1,15 @@
-//! The format does not change by accident. `tests/data/golden-v1.cache` was
-//! written by this library (format version 1) with a stopped clock; this
+//! The format does not change by accident. `tests/data/golden-v2.cache` was
+//! written by this library (format version 2) with a stopped clock; this
 //! build must read it exactly, and must still write the same bytes for the
 //! same calls (apart from the random file id and the superblock CRCs that
 //! cover it). A change to the layout of the index (an rkyv upgrade, or rkyv
 //! features unified differently by another crate in a build) fails here.
+//! `tests/data/golden-v1.cache` holds the same calls written by the format
+//! version 1 writer: this build must still read it exactly.
 //!
 //! If the format changes on purpose, bump `FORMAT_VERSION`, add a new golden
-//! file, and keep refusing (or converting) the old one. To write the golden
-//! file again: `SCOPECACHE_WRITE_GOLDEN=1 cargo test --test golden golden_file`.
+//! file, and keep reading (or refusing) the old ones. To write the newest
+//! golden file again: `SCOPECACHE_WRITE_GOLDEN=1 cargo test --test golden golden_file`.
 
 #[path = "common/sample.rs"]
 mod sample;
@@ -20,8 +22,11 @@ use std::time::Duration;
 /// 2024-01-02T03:04:05Z, when the golden file's scopes were put.
 const START_SECS: i64 = 1_704_164_645;
 
-fn golden_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.cache")
+/// The newest format version, whose golden file this writer must reproduce.
+const NEWEST: u32 = 2;
+
+fn golden_path(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/golden-v{version}.cache"))
 }
 
 fn clock() -> Arc<ManualClock> {
@@ -66,10 +71,16 @@ fn mask_random(mut b: Vec<u8>) -> Vec<u8> {
 #[test]
 fn golden_file_reads_back_exactly() {
     if std::env::var_os("SCOPECACHE_WRITE_GOLDEN").is_some() {
-        let _ = std::fs::remove_file(golden_path());
-        write_golden(&golden_path());
+        let _ = std::fs::remove_file(golden_path(NEWEST));
+        write_golden(&golden_path(NEWEST));
     }
-    let golden = std::fs::read(golden_path()).expect("tests/data/golden-v1.cache");
+    for version in 1..=NEWEST {
+        reads_back_exactly(version);
+    }
+}
+
+fn reads_back_exactly(version: u32) {
+    let golden = std::fs::read(golden_path(version)).expect("a golden file in tests/data");
     assert!(
         golden.len() < 32 * 1024,
         "the golden file stays small: {} bytes",
@@ -91,7 +102,7 @@ fn golden_file_reads_back_exactly() {
         assert_eq!(
             cache.generation().unwrap(),
             6,
-            "created as 1, then 3 puts, a put and a remove"
+            "v{version}: created as 1, then 3 puts, a put and a remove"
         );
         let list = cache.list().unwrap();
         let keys: Vec<&str> = list.iter().map(|e| e.key.as_str()).collect();
@@ -130,7 +141,7 @@ fn golden_file_reads_back_exactly() {
 
 #[test]
 fn writer_still_produces_the_golden_bytes() {
-    let golden = std::fs::read(golden_path()).expect("tests/data/golden-v1.cache");
+    let golden = std::fs::read(golden_path(NEWEST)).expect("the newest golden file in tests/data");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fresh.cache");
     write_golden(&path);

@@ -137,6 +137,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &CacheStats) -> PyResult<Bound<'py, PyDic
     d.set_item("dead_bytes", s.dead_bytes)?;
     d.set_item("stored_mappings", s.stored_mappings)?;
     d.set_item("generation", s.generation)?;
+    d.set_item("index_deltas", s.index_deltas)?;
     d.set_item("hits", s.hits)?;
     d.set_item("misses", s.misses)?;
     d.set_item("evictions", s.evictions)?;

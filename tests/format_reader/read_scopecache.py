@@ -3,8 +3,9 @@
 
 Usage: read_scopecache.py FILE [--ids-limit N] [--bits-limit N]
 
-Picks the newest valid superblock (FORMAT.md §2.1), checks the index CRC,
-decodes and validates the rkyv index by hand (§2.6), checks every entry's
+Picks the newest valid superblock (FORMAT.md §2.1), checks the CRC of the
+index and of each delta of its chain, decodes and validates them by hand
+(§2.6, §2.7), applies the chain to the index, checks every live entry's
 bitsets (§2.4) and every id mapping (§2.5), then prints one JSON document
 describing the newest generation. Any failed check, or a file that cannot
 be read, ends the program with exit status 3 and a message
@@ -36,6 +37,9 @@ MAX_GENERATION = 1 << 62
 ENTRY_SIZE = 96
 MAP_SIZE = 40
 ROOT_SIZE = 16
+DELTA_ROOT_SIZE = 64
+STRING_SIZE = 8
+READABLE_VERSIONS = (1, 2)
 MAX_KEY_LEN = 1024
 INLINE_CAPACITY = 8
 
@@ -111,11 +115,19 @@ def decode_superblock(data: bytes, slot: int) -> dict:
         stamp_offset=u64(b, 56),
         file_id=u64(b, 64),
     )
+    # Version 2 added the newest delta of the index chain (§2.7); version 1
+    # has none.
+    v2 = sb["version"] >= 2
+    sb.update(
+        delta_offset=u64(b, 72) if v2 else 0,
+        delta_len=u64(b, 80) if v2 else 0,
+        delta_crc=u32(b, 88) if v2 else 0,
+    )
     if not sb["magic"]:
         sb["why"] = "magic"
     elif not sb["crc_ok"]:
         sb["why"] = "crc"
-    elif sb["version"] != 1:
+    elif sb["version"] not in READABLE_VERSIONS:
         sb["why"] = "version"
     elif sb["generation"] > MAX_GENERATION:
         sb["why"] = "generation above 2^62"
@@ -133,10 +145,10 @@ def pick_superblock(data: bytes) -> dict:
         if not any(s["magic"] for s in slots):
             fail("superblock", "not a scopecache file (neither slot has the magic)")
         for s in slots:
-            if s["magic"] and s["crc_ok"] and s["version"] != 1:
+            if s["magic"] and s["crc_ok"] and s["version"] not in READABLE_VERSIONS:
                 fail(
                     "superblock",
-                    f"unsupported version {s['version']} (this reader reads 1)",
+                    f"unsupported version {s['version']} (this reader reads 1 and 2)",
                 )
         why = ", ".join(f"slot {s['slot']}: {s.get('why')}" for s in slots)
         fail("superblock", f"corrupt: no valid slot ({why})")
@@ -207,7 +219,7 @@ class Validator:
             fail("index validation", f"{what}: not UTF-8 ({e})")
             raise  # unreachable
 
-    def vec(self, what: str, at: int, elem_size: int, visit_elem) -> None:
+    def vec(self, what: str, at: int, elem_size: int, visit_elem, align: int = 8) -> None:
         target = at + i32(self.buf, at)
         count = u32(self.buf, at + 4)
 
@@ -215,7 +227,7 @@ class Validator:
             for k in range(count):
                 visit_elem(target + k * elem_size, k)
 
-        self.in_subtree(what, target, count * elem_size, 8, visit)
+        self.in_subtree(what, target, count * elem_size, align, visit)
 
 
 def bits_record(b: bytes, at: int) -> dict:
@@ -229,6 +241,56 @@ def parse_index(ix: bytes) -> tuple[list[dict], list[dict]]:
     v = Validator(ix)
     entries: list[dict] = []
     maps: list[dict] = []
+    entry, map_record = record_parsers(v, ix, entries, maps)
+
+    def root() -> None:
+        r = n - ROOT_SIZE
+        v.vec("entries", r, ENTRY_SIZE, entry)
+        v.vec("maps", r + 8, MAP_SIZE, map_record)
+
+    v.in_subtree("root", n - ROOT_SIZE, ROOT_SIZE, 4, root)
+    return entries, maps
+
+
+def parse_delta(dx: bytes) -> dict:
+    """One delta of the index chain (FORMAT.md §2.7)."""
+    n = len(dx)
+    if n < DELTA_ROOT_SIZE:
+        fail("delta validation", f"delta of {n} bytes is shorter than its 64-byte root")
+    v = Validator(dx)
+    upserts: list[dict] = []
+    maps: list[dict] = []
+    removed: list[str] = []
+    entry, map_record = record_parsers(v, dx, upserts, maps)
+    r = n - DELTA_ROOT_SIZE
+
+    def root() -> None:
+        v.vec("upserts", r, ENTRY_SIZE, entry)
+        v.vec("maps", r + 8, MAP_SIZE, map_record)
+        v.vec(
+            "removed",
+            r + 16,
+            STRING_SIZE,
+            lambda at, k: removed.append(v.string(f"removed[{k}]", at)),
+            align=4,
+        )
+
+    v.in_subtree("delta root", r, DELTA_ROOT_SIZE, 8, root)
+    return {
+        "upserts": upserts,
+        "maps": maps,
+        "removed": removed,
+        "prev_offset": u64(dx, r + 24),
+        "prev_len": u64(dx, r + 32),
+        "since": u64(dx, r + 40),
+        "maps_before": u32(dx, r + 48),
+        "prev_crc": u32(dx, r + 52),
+        "depth": u32(dx, r + 56),
+    }
+
+
+def record_parsers(v: Validator, ix: bytes, entries: list[dict], maps: list[dict]):
+    """Visitors of entry and mapping records that append to the lists."""
 
     def entry(at: int, k: int) -> None:
         key = v.string(f"entries[{k}].key", at)
@@ -257,13 +319,73 @@ def parse_index(ix: bytes) -> tuple[list[dict], list[dict]]:
             }
         )
 
-    def root() -> None:
-        r = n - ROOT_SIZE
-        v.vec("entries", r, ENTRY_SIZE, entry)
-        v.vec("maps", r + 8, MAP_SIZE, map_record)
+    return entry, map_record
 
-    v.in_subtree("root", n - ROOT_SIZE, ROOT_SIZE, 4, root)
-    return entries, maps
+
+def check_sorted_keys(what: str, keys: list[str]) -> None:
+    prev = None
+    for k in keys:
+        kb = k.encode("utf-8")
+        if not 1 <= len(kb) <= MAX_KEY_LEN or b"\0" in kb:
+            fail(what, f"invalid key {k!r}")
+        if prev is not None and not prev < kb:
+            fail(what, f"keys not sorted and unique: {prev!r} then {kb!r}")
+        prev = kb
+
+
+def read_chain(data: bytes, sb: dict, entries: list[dict], maps: list[dict]) -> list:
+    """Follows the delta chain from the superblock's newest delta back to the
+    base, checks its links, and applies it to the base's entries and maps
+    in place (FORMAT.md §2.7). Returns the (offset, length) of each delta."""
+    committed = sb["committed"]
+    check_sorted_keys("index semantics", [e["key"] for e in entries])
+    chain = []
+    at, length, crc = sb["delta_offset"], sb["delta_len"], sb["delta_crc"]
+    while length > 0:
+        if len(chain) >= 1024:
+            fail("delta chain", "deeper than 1024")
+        check_region(f"delta at {at}", at, length, committed)
+        dx = bytes(data[at : at + length])
+        if crc32(dx) != crc:
+            fail("delta crc", f"delta at {at}: CRC {crc32(dx):#010x}, expected {crc:#010x}")
+        d = parse_delta(dx)
+        d["offset"], d["len"] = at, length
+        chain.append(d)
+        at, length, crc = d["prev_offset"], d["prev_len"], d["prev_crc"]
+    if not chain:
+        return []
+    chain.reverse()
+    end = sb["index_offset"] + sb["index_len"]
+    by_key = {e["key"]: e for e in entries}
+    for depth, d in enumerate(chain, start=1):
+        if d["depth"] != depth:
+            fail("delta chain", f"delta at {d['offset']}: depth {d['depth']}, expected {depth}")
+        if d["since"] < end or d["maps_before"] != len(maps):
+            fail(
+                "delta chain",
+                f"delta at {d['offset']}: since {d['since']} with {d['maps_before']} maps "
+                f"after a chain ending at {end} with {len(maps)}",
+            )
+        check_sorted_keys("delta semantics", [e["key"] for e in d["upserts"]])
+        check_sorted_keys("delta semantics", d["removed"])
+        # Regions a delta introduces lie between `since` and the delta.
+        for e in d["upserts"]:
+            for part in ("nodes", "links"):
+                rec = e[part]
+                n = 8 * ((rec["bits"] + 63) // 64)
+                if n and not (d["since"] <= rec["offset"] and rec["offset"] + n <= d["offset"]):
+                    fail("delta semantics", f"{e['key']}.{part} lies outside its delta's range")
+        for m in d["maps"]:
+            if m["len"] and not (d["since"] <= m["offset"] and m["offset"] + m["len"] <= d["offset"]):
+                fail("delta semantics", f"a mapping at {m['offset']} lies outside its delta's range")
+        maps.extend(d["maps"])
+        for k in d["removed"]:
+            by_key.pop(k, None)
+        for e in d["upserts"]:
+            by_key[e["key"]] = e
+        end = d["offset"] + d["len"]
+    entries[:] = [by_key[k] for k in sorted(by_key, key=lambda k: k.encode("utf-8"))]
+    return [(d["offset"], d["len"]) for d in chain]
 
 
 def check_region(what: str, offset: int, length: int, committed: int) -> None:
@@ -276,7 +398,9 @@ def check_region(what: str, offset: int, length: int, committed: int) -> None:
         )
 
 
-def check_index_semantics(sb: dict, entries: list[dict], maps: list[dict]) -> set[int]:
+def check_index_semantics(
+    sb: dict, entries: list[dict], maps: list[dict], deltas: list
+) -> set[int]:
     """The checks of FORMAT.md §2.6 beyond rkyv's; returns the named maps."""
     committed = sb["committed"]
     prev = None
@@ -328,7 +452,10 @@ def check_index_semantics(sb: dict, entries: list[dict], maps: list[dict]) -> se
         e["attributes"] = attrs
     for k, m in enumerate(maps):
         if k not in used:
-            note("every map named", f"maps[{k}] is named by no entry; ignored")
+            # A base index names only mappings some entry names; a delta
+            # chain's table keeps records whose entries are gone (§2.7).
+            if not deltas:
+                note("every map named", f"maps[{k}] is named by no entry; ignored")
         else:
             check_region(f"maps[{k}]", m["offset"], m["len"], committed)
     # No two regions of the generation overlap (FORMAT.md §2); zero-length
@@ -337,6 +464,7 @@ def check_index_semantics(sb: dict, entries: list[dict], maps: list[dict]) -> se
         (sb["index_offset"], sb["index_len"], "index"),
         (sb["stamp_offset"], 8 * sb["stamp_capacity"], "stamp table"),
     ]
+    regions += [(o, n, f"delta at {o}") for o, n in deltas]
     regions += [
         (m["offset"], m["len"], f"maps[{k}]") for k, m in enumerate(maps) if k in used
     ]
@@ -556,7 +684,8 @@ def read(path: str, ids_limit: int, bits_limit: int) -> dict:
             f"CRC {crc32(ix):#010x}, superblock says {sb['index_crc']:#010x}",
         )
     entries, maps = parse_index(ix)
-    named = check_index_semantics(sb, entries, maps)
+    deltas = read_chain(data, sb, entries, maps)
+    named = check_index_semantics(sb, entries, maps, deltas)
 
     out_maps = [
         read_mapping(data, k, m, ids_limit)
@@ -597,6 +726,8 @@ def read(path: str, ids_limit: int, bits_limit: int) -> dict:
         "committed": committed,
         "index_offset": sb["index_offset"],
         "index_len": sb["index_len"],
+        "version": sb["version"],
+        "deltas": len(deltas),
         "file_id": sb["file_id"],
         "stamp_capacity": sb["stamp_capacity"],
         "counters": counters,

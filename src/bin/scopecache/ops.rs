@@ -52,6 +52,14 @@ pub fn stats(a: &FileArgs, json: bool) -> CmdResult {
             ),
         ),
         (
+            "index",
+            format!(
+                "generation {}, {} deltas over its base",
+                num(s.generation),
+                num(s.index_deltas)
+            ),
+        ),
+        (
             "stored mappings",
             format!("{} (shared by entries with the same ids)", num(s.stored_mappings)),
         ),
