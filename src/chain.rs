@@ -17,6 +17,7 @@ use crate::snapshot::Resolved;
 use crate::stamps;
 use rkyv::util::AlignedVec;
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
@@ -40,8 +41,17 @@ impl PartRef {
 }
 
 /// Copies a part out of the file into an aligned heap buffer and checks its
-/// CRC. Everything later reads the copy, which nothing can change.
-fn copy_part(path: &Path, map: &Mapping, at: PartRef, what: &str) -> Result<AlignedVec<16>> {
+/// CRC. Everything later reads the copy, which nothing can change. With
+/// `file`, the bytes are read with pread (for the base, which may be large:
+/// no page of the mapping is touched for it, see `mapping::read_into`);
+/// otherwise they are copied out of the mapping.
+fn copy_part(
+    path: &Path,
+    map: &Mapping,
+    file: Option<&File>,
+    at: PartRef,
+    what: &str,
+) -> Result<AlignedVec<16>> {
     let bytes = map.region(at.offset, at.len).ok_or_else(|| {
         Error::corrupt(
             path,
@@ -49,7 +59,10 @@ fn copy_part(path: &Path, map: &Mapping, at: PartRef, what: &str) -> Result<Alig
         )
     })?;
     let mut copy = AlignedVec::<16>::with_capacity(bytes.len());
-    copy.extend_from_slice(bytes);
+    match file {
+        Some(f) => crate::mapping::read_into(f, path, at.offset, bytes.len(), &mut copy)?,
+        None => copy.extend_from_slice(bytes),
+    }
     let crc = crc32fast::hash(&copy);
     if crc != at.crc {
         return Err(Error::corrupt(
@@ -79,8 +92,8 @@ pub(crate) struct Base {
 }
 
 impl Base {
-    fn load(path: &Path, map: &Mapping, at: PartRef, stamps: (u64, u32)) -> Result<Base> {
-        let bytes = copy_part(path, map, at, "index")?;
+    fn load(path: &Path, map: &Mapping, file: &File, at: PartRef, stamps: (u64, u32)) -> Result<Base> {
+        let bytes = copy_part(path, map, Some(file), at, "index")?;
         let idx = rkyv::access::<ArchivedIndexData, rkyv::rancor::Error>(&bytes)
             .map_err(|e| Error::corrupt(path, format!("index at {}: {e}", at.offset)))?;
         let below = stamps
@@ -119,7 +132,7 @@ impl Delta {
     /// Copies and validates the delta at `at`; its semantic checks need the
     /// chain before it and come later (`Chain::load`).
     fn load(path: &Path, map: &Mapping, at: PartRef) -> Result<Delta> {
-        let bytes = copy_part(path, map, at, "index delta")?;
+        let bytes = copy_part(path, map, None, at, "index delta")?;
         let d = rkyv::access::<ArchivedDeltaData, rkyv::rancor::Error>(&bytes)
             .map_err(|e| Error::corrupt(path, format!("index delta at {}: {e}", at.offset)))?;
         Ok(Delta {
@@ -170,7 +183,13 @@ impl Chain {
     /// Cost: for each part not reused, one copy, one CRC pass and one
     /// validation; then the chain's links, the stamp table, and the overlay
     /// (one hash-map insert per key the deltas name).
-    pub(crate) fn load(path: &Path, map: &Mapping, sb: &Superblock, reuse: Option<&Chain>) -> Result<Chain> {
+    pub(crate) fn load(
+        path: &Path,
+        file: &File,
+        map: &Mapping,
+        sb: &Superblock,
+        reuse: Option<&Chain>,
+    ) -> Result<Chain> {
         let base_at = PartRef {
             offset: sb.index_offset,
             len: sb.index_len,
@@ -189,6 +208,7 @@ impl Chain {
             None => Arc::new(Base::load(
                 path,
                 map,
+                file,
                 base_at,
                 (sb.stamps_offset, sb.stamps_capacity),
             )?),

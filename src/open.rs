@@ -113,17 +113,19 @@ pub(crate) fn create_if_missing(path: &Path, cfg: &CacheConfig, io: &dyn IoFacto
 /// an empty one. Returns the first snapshot and whether it is read-only.
 pub(crate) fn open_cache(path: &Path, cfg: &CacheConfig, io: &dyn IoFactory) -> Result<(Snapshot, bool)> {
     for _ in 0..100 {
-        if !cfg.read_only {
-            match create_if_missing(path, cfg, io) {
-                Err(Error::Io { source, .. }) if is_denied(&source) && path.exists() => {}
-                other => other?,
-            }
-        }
+        // Open first and create only when that finds nothing: the file
+        // usually exists, and looking before opening would cost every open
+        // a system call.
         let (fh, read_only) = match open_handle(path, cfg.read_only, io) {
-            // Another opener moved a corrupt file aside between our check
-            // and our open: the path names its replacement soon; try again.
+            // Missing, or another opener moved a corrupt file aside just
+            // now (the path names its replacement soon): create it unless
+            // someone else did, and open again.
             Err(Error::Io { source, .. }) if source.kind() == ErrorKind::NotFound && !cfg.read_only => {
-                continue
+                match create_if_missing(path, cfg, io) {
+                    Err(Error::Io { source, .. }) if is_denied(&source) && path.exists() => {}
+                    other => other?,
+                }
+                continue;
             }
             other => other?,
         };

@@ -226,7 +226,7 @@ impl Snapshot {
         let sb = first.superblock()?;
         let map = file.mapping_for(sb.committed_len)?;
         let reuse = prev.filter(|p| Arc::ptr_eq(&p.file, &file)).map(|p| &p.chain);
-        let chain = Chain::load(&file.path, &map, &sb, reuse)?;
+        let chain = Chain::load(&file.path, &file.file, &map, &sb, reuse)?;
         Ok(Snapshot { file, map, sb, chain })
     }
 
