@@ -13,7 +13,7 @@ use scopecache::{CacheConfig, IdMap, ScopeCache, ScopeData};
 use serde_json::{json, Value};
 use std::hint::black_box;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -94,6 +94,84 @@ impl Engine {
             Engine::Redb => rdb::read_bench(dir, &keys),
         }
     }
+}
+
+/// Random node ids each reader of the scaling test cycles through.
+const READER_KEYS: usize = 1 << 16;
+
+impl Engine {
+    /// One reader of the scaling test: opens the store, gets `scope-1`,
+    /// makes `READER_KEYS` random node ids from `seed` and looks each up
+    /// once (faulting in what it reads); then prints `ready`, waits for a
+    /// line on stdin, and does id -> index lookups each followed by a test of
+    /// that node's bit until `dur` has passed. Returns the operations done,
+    /// the seconds they took and the CPU seconds the process used for them.
+    pub fn reader(self, dir: &Path, n: usize, seed: u64, dur: Duration) -> Res<Value> {
+        let pos = workload::random_positions(READER_KEYS, n, seed);
+        let buf = workload::KeyBuf::from_positions(&pos, workload::node_id);
+        let keys = buf.slices();
+        match self {
+            Engine::Scopecache => sc::reader(dir, &keys, &pos, dur),
+            Engine::Lmdb => lmdb::reader(dir, &keys, &pos, dur),
+            Engine::Redb => rdb::reader(dir, &keys, &pos, dur),
+        }
+    }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// The reader loop shared by the engines: `op(key)` looks a key up and
+/// tests its bit, returning the position found and the bit.
+fn run_reader(
+    keys: &[&str],
+    pos: &[u32],
+    dur: Duration,
+    mut op: impl FnMut(&str) -> Option<(u32, bool)>,
+) -> Res<Value> {
+    use std::io::{BufRead, Write};
+    let mut set = 0u64;
+    for (k, &p) in keys.iter().zip(pos) {
+        let (found, bit) = op(k).ok_or("a reader's id was not found")?;
+        if found != p {
+            return Err("a reader's lookup gave a wrong position".into());
+        }
+        set += u64::from(bit);
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let cpu0 = cpu_seconds();
+    let t = Instant::now();
+    let mut ops = 0u64;
+    let mut set_timed = 0u64;
+    'outer: loop {
+        for chunk in keys.chunks(256) {
+            for &k in chunk {
+                let (_, bit) = op(black_box(k)).ok_or("a reader's id was not found")?;
+                set_timed += u64::from(bit);
+            }
+            ops += chunk.len() as u64;
+            if t.elapsed() >= dur {
+                break 'outer;
+            }
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    black_box((set, set_timed));
+    Ok(json!({"ops": ops, "secs": secs, "cpu_s": cpu}))
 }
 
 pub struct Keys<'a> {
@@ -237,6 +315,15 @@ mod sc {
         out["bit_words_ns"] = json!(bit_words);
         Ok(out)
     }
+    pub fn reader(dir: &Path, keys: &[&str], pos: &[u32], dur: Duration) -> Res<Value> {
+        let cache = ScopeCache::open(path(dir), CacheConfig::default())?;
+        let scope = cache.get("scope-1")?.ok_or("scope-1 is missing")?;
+        let (nm, bits) = (scope.node_ids(), scope.nodes());
+        run_reader(keys, pos, dur, |k| {
+            let i = nm.index_of(k)?;
+            Some((i, bits[i as usize]))
+        })
+    }
 }
 
 mod lmdb {
@@ -341,6 +428,23 @@ mod lmdb {
         let bit = time_bits(k.node_pos, |i| bit_of(bits, i))?;
         Ok(read_result(node, link, id, bit))
     }
+    pub fn reader(dir: &Path, keys: &[&str], pos: &[u32], dur: Duration) -> Res<Value> {
+        let env = env(dir)?;
+        let tx = env.read_txn()?;
+        let nf: Db = env
+            .open_database(&tx, Some("nodes_fwd"))?
+            .ok_or("missing table")?;
+        let bits = env
+            .open_database::<Bytes, Bytes>(&tx, Some("bits"))?
+            .ok_or("no bits table")?
+            .get(&tx, b"scope-1/nodes")?
+            .ok_or("scope-1 is missing")?;
+        run_reader(keys, pos, dur, |k| {
+            let v = nf.get(&tx, k.as_bytes()).ok()??;
+            let i = u32::from_le_bytes(v.try_into().ok()?);
+            Some((i, bit_of(bits, i as usize)))
+        })
+    }
 }
 
 mod rdb {
@@ -442,5 +546,18 @@ mod rdb {
         let bits = guard.value();
         let bit = time_bits(k.node_pos, |i| bit_of(bits, i))?;
         Ok(read_result(node, link, id, bit))
+    }
+
+    pub fn reader(dir: &Path, keys: &[&str], pos: &[u32], dur: Duration) -> Res<Value> {
+        let db = Database::open(path(dir))?;
+        let tx = db.begin_read()?;
+        let nf = tx.open_table(NODES_FWD)?;
+        let bits_t = tx.open_table(BITS)?;
+        let guard = bits_t.get("scope-1/nodes")?.ok_or("scope-1 is missing")?;
+        let bits = guard.value();
+        run_reader(keys, pos, dur, |k| {
+            let i = nf.get(k).ok()??.value();
+            Some((i, bit_of(bits, i as usize)))
+        })
     }
 }

@@ -19,7 +19,16 @@
 //!   an empty child is reported in the JSON as `get_spawn_ms`);
 //! - lookups: random ids, one call at a time, in a process that opened the
 //!   store once;
-//! - bit tests: random positions in the nodes bitset read in place.
+//! - bit tests: random positions in the nodes bitset read in place;
+//! - the fresh get's peak resident set (VmHWM of that child: binary,
+//!   libraries, heap and mapped file pages) and its page faults (getrusage
+//!   around open + get + bit);
+//! - reader scaling (`--readers N`, default 8; 0 skips it): one reader
+//!   process, then N at once, each doing id -> index lookups of its own
+//!   random node ids, each followed by a test of that node's bit, for
+//!   `--reader-ms` (default 2000) after all have opened the store and
+//!   looked every key up once. Reported: the aggregate rate, its ratio to
+//!   one reader's, and the CPUs the readers got (the machine is shared).
 //!
 //! Disk: allocated bytes of the engine's files, for 1 scope and for 50
 //! scopes sharing one pair of mappings (the mappings stored once and 50
@@ -56,10 +65,20 @@ struct Opts {
     json: bool,
     python: Option<PathBuf>,
     engines: Vec<Engine>,
+    readers: usize,
+    reader_ms: u64,
+    load_before: String,
+}
+
+/// The first three fields of /proc/loadavg.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 const USAGE: &str = "usage: scopecache-compare [--nodes N] [--links L] [--runs R] [--dir DIR] \
-[--skip-python] [--python-script PATH] [--engines scopecache,lmdb,redb] [--json]";
+[--skip-python] [--python-script PATH] [--engines scopecache,lmdb,redb] [--readers N] [--reader-ms MS] [--json]";
 
 fn parse_opts(args: &[String]) -> Res<Opts> {
     let mut o = Opts {
@@ -71,6 +90,9 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
         json: false,
         python: None,
         engines: Engine::ALL.to_vec(),
+        readers: 8,
+        reader_ms: 2000,
+        load_before: load_average(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -79,6 +101,8 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
             "--nodes" => o.nodes = val()?.parse()?,
             "--links" => o.links = val()?.parse()?,
             "--runs" => o.runs = val()?.parse()?,
+            "--readers" => o.readers = val()?.parse()?,
+            "--reader-ms" => o.reader_ms = val()?.parse()?,
             "--dir" => o.dir = PathBuf::from(val()?),
             "--python-script" => o.python = Some(PathBuf::from(val()?)),
             "--engines" => {
@@ -154,10 +178,18 @@ fn child(args: &[String]) -> Res<()> {
         }
         "get" => {
             let bit: usize = rest.first().ok_or("get needs a bit")?.parse()?;
+            let faults0 = minor_faults();
             let t = Instant::now();
             let v = engine.fresh_get(&dir, bit)?;
             let ns = t.elapsed().as_nanos() as u64;
-            json!({"ns": ns, "bit": v})
+            let faults = minor_faults() - faults0;
+            json!({"ns": ns, "bit": v, "faults": faults,
+                   "peak_rss": workload::peak_rss_bytes().unwrap_or(0)})
+        }
+        "reader" => {
+            let seed: u64 = rest.first().ok_or("reader needs a seed")?.parse()?;
+            let ms: u64 = rest.get(1).ok_or("reader needs a duration")?.parse()?;
+            engine.reader(&dir, n, seed, Duration::from_millis(ms))?
         }
         "read" => {
             let r = engine.read_bench(&dir, n, l)?;
@@ -172,6 +204,85 @@ fn child(args: &[String]) -> Res<()> {
     };
     println!("{out}");
     Ok(())
+}
+
+/// Page faults this process has taken so far (minor and major).
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_minflt + ru.ru_majflt
+}
+
+/// Runs `readers` reader children of `engine` at once (see
+/// `Engine::reader`): all open the store and warm up first, then start
+/// together and run for `ms` milliseconds. Returns the aggregate operations
+/// per second (each child's operations over its own time, summed) and the
+/// CPU seconds per wall second the readers used together.
+fn scale(engine: Engine, dir: &Path, n: usize, l: usize, readers: usize, ms: u64) -> Res<(f64, f64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for r in 0..readers {
+        let mut cmd = Command::new(&exe);
+        // Each reader in a session of its own, as separately started
+        // processes would be: with the scheduler's autogroups (Linux's
+        // default), all the processes of one session share one session's
+        // CPU time, so readers started from one session would be given one
+        // CPU whenever another session keeps the other one busy.
+        // SAFETY: setsid is async-signal-safe and touches no memory of the
+        // parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut c = cmd
+            .arg("__child")
+            .args(["reader", engine.name()])
+            .arg(dir)
+            .args([
+                n.to_string(),
+                l.to_string(),
+                (1000 + r).to_string(),
+                ms.to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let out = BufReader::new(c.stdout.take().ok_or("no stdout")?);
+        children.push((c, out));
+    }
+    for (c, out) in &mut children {
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        if line.trim() != "ready" {
+            let _ = c.kill();
+            return Err(format!("reader said {line:?} instead of ready").into());
+        }
+    }
+    for (c, _) in &mut children {
+        writeln!(c.stdin.as_mut().ok_or("no stdin")?, "go")?;
+    }
+    let (mut rate, mut cpu, mut wall) = (0.0, 0.0, 0.0f64);
+    for (mut c, mut out) in children {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut out, &mut text)?;
+        if !c.wait()?.success() {
+            return Err(format!("{} reader failed", engine.name()).into());
+        }
+        let v: Value = serde_json::from_str(text.lines().last().ok_or("reader printed nothing")?)?;
+        let (ops, secs) = (
+            v["ops"].as_f64().unwrap_or(0.0),
+            v["secs"].as_f64().unwrap_or(1.0),
+        );
+        rate += ops / secs;
+        cpu += v["cpu_s"].as_f64().unwrap_or(0.0);
+        wall = wall.max(secs);
+    }
+    Ok((rate, cpu / wall.max(1e-9)))
 }
 
 /// Writes `bytes` bytes to a new file in `dir` in 8 MiB writes, then fsyncs
@@ -294,6 +405,8 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("put_s", "put, new mappings", "s"),
     ("put_stored_ms", "put, stored mappings", "ms"),
     ("get_ms", "fresh-process open+get+bit", "ms"),
+    ("get_rss_mb", "peak RSS, fresh open+get+bit", "MB"),
+    ("get_faults", "page faults in open+get+bit", "n"),
     ("node_lookup_ns", "id -> index, node ids", "ns"),
     ("link_lookup_ns", "id -> index, link ids", "ns"),
     ("id_ns", "index -> id, node ids", "ns"),
@@ -302,6 +415,10 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("disk1_mb", "disk, 1 scope", "MB"),
     ("disk50_mb", "disk, 50 scopes", "MB"),
     ("peak_rss_mb", "peak RSS of put", "MB"),
+    ("scale1_mops", "1 reader: lookup+bit", "M/s"),
+    ("scale_mops", "N readers at once: lookup+bit", "M/s"),
+    ("scale_ratio", "N readers / 1 reader", "x"),
+    ("scale_eff", "per CPU-second, N / 1 reader", "x"),
 ];
 
 fn run(o: &Opts) -> Res<()> {
@@ -385,6 +502,8 @@ fn run(o: &Opts) -> Res<()> {
                     return Err(format!("{}: fresh get read a wrong bit", engine.name()).into());
                 }
                 s.push("get_ms", g["ns"].as_f64().map(|ns| ns / 1e6));
+                s.push("get_rss_mb", g["peak_rss"].as_f64().map(mb));
+                s.push("get_faults", g["faults"].as_f64());
                 s.push("get_spawn_ms", Some(wall.as_secs_f64() * 1e3 - noop_ms));
             }
             let (r, _) = run_child(&[
@@ -394,6 +513,16 @@ fn run(o: &Opts) -> Res<()> {
                 nn.clone(),
                 ll.clone(),
             ])?;
+            if o.readers > 0 {
+                let (one, one_cpu) = scale(engine, &dir, o.nodes, o.links, 1, o.reader_ms)?;
+                let (many, many_cpu) = scale(engine, &dir, o.nodes, o.links, o.readers, o.reader_ms)?;
+                s.push("scale1_mops", Some(one / 1e6));
+                s.push("scale_mops", Some(many / 1e6));
+                s.push("scale_ratio", Some(many / one));
+                s.push("scale_eff", Some((many / many_cpu) / (one / one_cpu)));
+                s.push("scale1_cpus", Some(one_cpu));
+                s.push("scale_cpus", Some(many_cpu));
+            }
             for k in [
                 "node_lookup_ns",
                 "link_lookup_ns",
@@ -585,6 +714,24 @@ fn table(
             );
         }
     }
+    if o.readers > 0 {
+        for (name, s) in results {
+            if let (Some(a), Some(b)) = (s.median("scale1_cpus"), s.median("scale_cpus")) {
+                let _ = writeln!(
+                    out,
+                    "{name}: 1 reader used {a:.2} CPUs, {} readers at once {b:.2} CPUs (of {})",
+                    o.readers,
+                    std::thread::available_parallelism().map_or(0, |n| n.get())
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "load average before and after: {} / {}",
+        o.load_before,
+        load_average()
+    );
     let _ = writeln!(out, "(ratios are against scopecache; fresh get is timed inside the child; an empty child costs {noop_ms:.2} ms to spawn)");
     out
 }
