@@ -17,7 +17,9 @@
 //! with `Instant` and prints the nanoseconds, and the bench reports the sum
 //! of those. Process creation, exec and dynamic loading are therefore not
 //! counted; the mapping, the superblock and index checks, the first-get CRC
-//! of the bitsets and the page faults of a new process are.
+//! of the bitsets and the page faults of a new process are. The child also
+//! prints its peak resident set (VmHWM), whose median the bench prints
+//! after the group.
 
 use bitvec::prelude::{BitSlice, Lsb0};
 use criterion::{black_box, BenchmarkId, Criterion, SamplingMode, Throughput};
@@ -179,10 +181,27 @@ fn bench_size(c: &mut Criterion, size: &str, n: usize, l: usize) {
         let expect = w.nodes[n / 2];
         let mut g = sized(c, "get_fresh_process", size, false);
         g.sample_size(20);
+        let mut rss = Vec::new();
         g.bench_function(BenchmarkId::from_parameter(size), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| fresh_get(&path, bit, expect)).sum())
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let (t, peak) = fresh_get(&path, bit, expect);
+                        rss.push(peak);
+                        t
+                    })
+                    .sum()
+            })
         });
         g.finish();
+        rss.sort_unstable();
+        if let Some(m) = rss.get(rss.len() / 2) {
+            eprintln!(
+                "[{size}] get_fresh_process: median peak RSS of the child {:.2} MB (VmHWM, {} children)",
+                *m as f64 / 1e6,
+                rss.len()
+            );
+        }
     }
 
     let scope = cache.get(KEY).unwrap().unwrap();
@@ -370,8 +389,9 @@ fn set_bits_of_words(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
     })
 }
 
-/// Runs one child: open + get + bit test, timed inside the child.
-fn fresh_get(path: &Path, bit: u64, expect: bool) -> Duration {
+/// Runs one child: open + get + bit test, timed inside the child. Returns
+/// the time and the child's peak resident set in bytes.
+fn fresh_get(path: &Path, bit: u64, expect: bool) -> (Duration, u64) {
     let out = Command::new(std::env::current_exe().unwrap())
         .env(CHILD_ENV, "get")
         .env("SCOPECACHE_BENCH_PATH", path)
@@ -387,8 +407,9 @@ fn fresh_get(path: &Path, bit: u64, expect: bool) -> Duration {
     let mut it = text.split_whitespace();
     let nanos: u64 = it.next().unwrap().parse().unwrap();
     let value: u8 = it.next().unwrap().parse().unwrap();
+    let peak: u64 = it.next().unwrap().parse().unwrap();
     assert_eq!(value == 1, expect, "the child read a wrong bit");
-    Duration::from_nanos(nanos)
+    (Duration::from_nanos(nanos), peak)
 }
 
 /// The child's side of `fresh_get`.
@@ -400,7 +421,8 @@ fn child_get() {
     let scope = cache.get(KEY).unwrap().unwrap();
     let value = scope.nodes()[bit];
     let elapsed = t.elapsed();
-    println!("{} {}", elapsed.as_nanos(), u8::from(value));
+    let peak = workload::peak_rss_bytes().unwrap_or(0);
+    println!("{} {} {peak}", elapsed.as_nanos(), u8::from(value));
 }
 
 fn benches(c: &mut Criterion) {
