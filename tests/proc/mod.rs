@@ -242,11 +242,17 @@ pub fn check_scope(key: &str, s: &Scope) -> Result<Seen, String> {
 /// Gets and checks every listed scope: key -> version.
 pub fn snapshot_of(cache: &ScopeCache) -> HashMap<String, u64> {
     let mut out = HashMap::new();
+    let listed_at = cache.generation().unwrap();
     for e in cache.list().unwrap() {
-        let s = cache
-            .get(&e.key)
-            .unwrap()
-            .unwrap_or_else(|| panic!("{} listed but not got", e.key));
+        let s = cache.get(&e.key).unwrap().unwrap_or_else(|| {
+            panic!(
+                "{} listed (generation {listed_at}) but not got (generation {}; info {:?}; verify {:?})",
+                e.key,
+                cache.generation().unwrap(),
+                cache.info(&e.key),
+                cache.verify().map(|v| v.problems)
+            )
+        });
         let seen = check_scope(&e.key, &s).unwrap_or_else(|err| panic!("{err}"));
         out.insert(e.key, seen.ver);
     }
