@@ -81,17 +81,7 @@ impl<'a> Encoded<'a> {
 pub(crate) fn check(path: &Path, bytes: Option<&[u8]>, rec: &BitsRecord) -> Result<()> {
     let bytes = bytes
         .ok_or_else(|| Error::corrupt(path, format!("bitset at {} lies outside the file", rec.offset)))?;
-    let crc = crc32fast::hash(bytes);
-    if crc != rec.crc {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "bitset at {}: CRC expected {:#010x}, found {crc:#010x}",
-                rec.offset, rec.crc
-            ),
-        ));
-    }
-    Ok(())
+    crate::format::check_crc(path, bytes, rec.crc, || format!("bitset at {}", rec.offset))
 }
 
 /// The region's bytes as words (empty when not a whole number of aligned

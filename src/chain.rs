@@ -63,16 +63,7 @@ fn copy_part(
         Some(f) => crate::mapping::read_into(f, path, at.offset, bytes.len(), &mut copy)?,
         None => copy.extend_from_slice(bytes),
     }
-    let crc = crc32fast::hash(&copy);
-    if crc != at.crc {
-        return Err(Error::corrupt(
-            path,
-            format!(
-                "{what} at {}: CRC expected {:#010x}, found {crc:#010x}",
-                at.offset, at.crc
-            ),
-        ));
-    }
+    crate::format::check_crc(path, &copy, at.crc, || format!("{what} at {}", at.offset))?;
     Ok(copy)
 }
 

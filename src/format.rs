@@ -51,6 +51,24 @@ pub(crate) enum Counter {
 }
 pub(crate) const COUNTER_COUNT: usize = 8;
 
+/// Checks `bytes` against the CRC32 a record or superblock gives for them;
+/// the error names the region (`what`), the CRC expected and the one found.
+pub(crate) fn check_crc(
+    path: &Path,
+    bytes: &[u8],
+    expected: u32,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let crc = crc32fast::hash(bytes);
+    if crc != expected {
+        return Err(Error::corrupt(
+            path,
+            format!("{}: CRC expected {expected:#010x}, found {crc:#010x}", what()),
+        ));
+    }
+    Ok(())
+}
+
 /// Rounds `n` up to the region alignment, or None on overflow.
 pub(crate) fn align_up(n: u64) -> Option<u64> {
     n.checked_add(REGION_ALIGN - 1).map(|v| v & !(REGION_ALIGN - 1))
