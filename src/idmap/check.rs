@@ -7,19 +7,20 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::layout::HEADER_LEN;
 use super::lookup::{read_u32, read_u64, stored_index};
-use super::{Fault, IdMap, Inner};
+use super::{Fault, IdMap, Inner, CHECKING, READY};
 use crate::Result;
 
 impl Inner {
     /// Makes sure every body block overlapping the body range
     /// `start..end` has passed its CRC check, checking those that have not.
     ///
-    /// Fast path: one bit test per block, and nothing at all for maps built
-    /// in this process. A block is checked at most once per process, unless
-    /// two threads race to check it first, which is harmless.
+    /// Reads of a [`READY`](super::READY) map do not call this at all;
+    /// otherwise it costs one bit test per block. A block is checked at
+    /// most once per process, unless two threads race to check it first,
+    /// which is harmless.
     #[inline(always)]
     pub(super) fn ensure(&self, body: &[u8], start: usize, end: usize) -> Result<(), Fault> {
-        if self.trusted || start >= end || self.all_verified.load(Ordering::Relaxed) {
+        if start >= end {
             return Ok(());
         }
         let shift = self.layout.block_shift;
@@ -45,7 +46,10 @@ impl Inner {
             let newly = word.fetch_or(bit, Ordering::Release) & bit == 0;
             // Once every block has passed, lookups skip the bookkeeping.
             if newly && self.verified_blocks.fetch_add(1, Ordering::AcqRel) + 1 == self.layout.block_count {
-                self.all_verified.store(true, Ordering::Release);
+                // Fails only if a check failed meanwhile: CORRUPT stays.
+                let _ = self
+                    .mode
+                    .compare_exchange(CHECKING, READY, Ordering::AcqRel, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -114,8 +118,9 @@ impl Inner {
         // stop at the earlier one.
         self.find_batch(
             body,
+            false,
             l.count,
-            |i| self.id_bytes(body, i),
+            |i| self.id_bytes::<true>(body, i),
             |i, found| {
                 if found == Some(i as u32) {
                     Ok(())
@@ -123,7 +128,13 @@ impl Inner {
                     Err(self.fault(|| format!("id map: looking up id {i} gives position {found:?}")))
                 }
             },
-        )
+        )?;
+        // Everything passed: reads need no more block checks. Fails only if
+        // a check failed meanwhile, and CORRUPT stays.
+        let _ = self
+            .mode
+            .compare_exchange(CHECKING, READY, Ordering::AcqRel, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Offsets start at 0, never decrease, end at `strings_len`; every id is

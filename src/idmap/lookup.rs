@@ -86,14 +86,15 @@ const WINDOW: usize = 8;
 const GROUP: usize = 16;
 
 impl Inner {
-    /// Reads slot `p`, after checking its block.
+    /// Reads slot `p`, after checking its block if `CHECK`.
     #[inline(always)]
-    fn slot<const WIDE: bool>(&self, body: &[u8], p: usize) -> Result<u64, Fault> {
+    fn slot<const WIDE: bool, const CHECK: bool>(&self, body: &[u8], p: usize) -> Result<u64, Fault> {
         let l = &self.layout;
         // Cannot overflow: p < slot_count and the slot section fits in the body.
         let pos = l.slots_start + p * if WIDE { 8 } else { 4 };
-        let end = pos + if WIDE { 8 } else { 4 };
-        self.ensure(body, pos, end)?;
+        if CHECK {
+            self.ensure(body, pos, pos + if WIDE { 8 } else { 4 })?;
+        }
         let v = if WIDE {
             read_u64(body, pos)
         } else {
@@ -103,14 +104,16 @@ impl Inner {
     }
 
     /// The byte range of id `i` in the strings section, as body positions,
-    /// after checking the blocks of both offsets.
+    /// after checking the blocks of both offsets if `CHECK`.
     #[inline(always)]
-    fn id_range(&self, body: &[u8], i: usize) -> Result<(usize, usize), Fault> {
+    fn id_range<const CHECK: bool>(&self, body: &[u8], i: usize) -> Result<(usize, usize), Fault> {
         let l = &self.layout;
         let w = l.offset_width();
         // Cannot overflow: i < count and the offsets section holds count + 1 entries.
         let pos = i * w;
-        self.ensure(body, pos, pos + 2 * w)?;
+        if CHECK {
+            self.ensure(body, pos, pos + 2 * w)?;
+        }
         let pair = if l.wide_offsets {
             read_u64(body, pos).zip(read_u64(body, pos + 8))
         } else {
@@ -133,13 +136,53 @@ impl Inner {
         }
     }
 
-    /// The bytes of id `i`, which must be below the count.
+    /// The bytes of id `i`, which must be below the count, after checking
+    /// their blocks if `CHECK`.
     #[inline(always)]
-    pub(super) fn id_bytes<'a>(&self, body: &'a [u8], i: usize) -> Result<&'a [u8], Fault> {
-        let (a, b) = self.id_range(body, i)?;
-        self.ensure(body, a, b)?;
+    pub(super) fn id_bytes<'a, const CHECK: bool>(
+        &self,
+        body: &'a [u8],
+        i: usize,
+    ) -> Result<&'a [u8], Fault> {
+        let (a, b) = self.id_range::<CHECK>(body, i)?;
+        if CHECK {
+            self.ensure(body, a, b)?;
+        }
         body.get(a..b)
             .ok_or_else(|| self.fault(|| format!("id map: id {i} lies outside the body")))
+    }
+
+    /// The id at position `index`, `None` if it is not below the count;
+    /// `ready` as [`Inner::view`] gave it.
+    ///
+    /// An ASCII id (the usual case) is taken after one word-wise ASCII
+    /// test; any other goes through the full UTF-8 check, which for short
+    /// ids costs more than reading them.
+    #[inline(always)]
+    pub(super) fn id_str<'a>(
+        &self,
+        body: &'a [u8],
+        ready: bool,
+        index: u32,
+    ) -> Result<Option<&'a str>, Fault> {
+        let i = index as usize;
+        if i >= self.layout.count {
+            return Ok(None);
+        }
+        let bytes = if ready {
+            self.id_bytes::<false>(body, i)?
+        } else {
+            self.id_bytes::<true>(body, i)?
+        };
+        if bytes.is_ascii() {
+            // SAFETY: every byte is below 0x80, and a sequence of ASCII
+            // bytes is valid UTF-8, whatever the file holds.
+            return Ok(Some(unsafe { std::str::from_utf8_unchecked(bytes) }));
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) => Err(self.fault(|| format!("id map: id {i} is not valid UTF-8: {e}"))),
+        }
     }
 
     /// The position of the id with bytes `key` and hash `h`.
@@ -148,42 +191,30 @@ impl Inner {
     /// keeps the misses of consecutive lookups in flight together. (Scanning
     /// a window of 8 slots with bit masks instead, to avoid branches, cost
     /// 15% more per lookup on a mapped 4M-id map.)
+    ///
+    /// Probes at most `S` slots, so that a table with no empty slot, which
+    /// only a damaged file can hold, still ends the loop.
     #[inline(always)]
-    fn find_in<const WIDE: bool>(&self, body: &[u8], key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
-        let l = &self.layout;
-        let s = l.slot_count;
+    fn find_in<const WIDE: bool, const CHECK: bool>(
+        &self,
+        body: &[u8],
+        key: &[u8],
+        h: u64,
+    ) -> Result<Option<u32>, Fault> {
+        let s = self.layout.slot_count;
         if s == 0 {
             return Ok(None);
         }
         let want = fingerprint::<WIDE>(slot_value::<WIDE>(h, 0));
-        let home = home_slot(h, s);
-        self.probe::<WIDE>(body, key, want, home, s)
-    }
-
-    /// Probes one slot at a time from slot `p`, at most `limit` slots, so
-    /// that a table with no empty slot, which only a damaged file can hold,
-    /// still ends the loop.
-    #[inline(always)]
-    fn probe<const WIDE: bool>(
-        &self,
-        body: &[u8],
-        key: &[u8],
-        want: u64,
-        mut p: usize,
-        limit: usize,
-    ) -> Result<Option<u32>, Fault> {
-        let s = self.layout.slot_count;
-        if p >= s {
-            p = 0;
-        }
-        for _ in 0..limit {
-            let v = self.slot::<WIDE>(body, p)?;
+        let mut p = home_slot(h, s);
+        for _ in 0..s {
+            let v = self.slot::<WIDE, CHECK>(body, p)?;
             if v == 0 {
                 return Ok(None);
             }
             if fingerprint::<WIDE>(v) == want {
                 let i = self.index_in(v, stored_index::<WIDE>(v))?;
-                if self.id_bytes(body, i)? == key {
+                if self.id_bytes::<CHECK>(body, i)? == key {
                     return Ok(Some(i as u32));
                 }
             }
@@ -206,13 +237,15 @@ impl Inner {
         }
     }
 
-    /// The position of the id with bytes `key` and hash `h`.
+    /// The position of the id with bytes `key` and hash `h`; `ready` as
+    /// [`Inner::view`] gave it.
     #[inline(always)]
-    pub(super) fn find(&self, body: &[u8], key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
-        if self.layout.wide_slots {
-            self.find_in::<true>(body, key, h)
-        } else {
-            self.find_in::<false>(body, key, h)
+    pub(super) fn find(&self, body: &[u8], ready: bool, key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
+        match (self.layout.wide_slots, ready) {
+            (false, true) => self.find_in::<false, false>(body, key, h),
+            (false, false) => self.find_in::<false, true>(body, key, h),
+            (true, true) => self.find_in::<true, false>(body, key, h),
+            (true, false) => self.find_in::<true, true>(body, key, h),
         }
     }
 
@@ -257,6 +290,7 @@ impl Inner {
     pub(super) fn find_batch<'k, K, E>(
         &self,
         body: &[u8],
+        ready: bool,
         count: usize,
         key: K,
         mut emit: E,
@@ -265,15 +299,16 @@ impl Inner {
         K: Fn(usize) -> Result<&'k [u8], Fault>,
         E: FnMut(usize, Option<u32>) -> Result<(), Fault>,
     {
-        if self.layout.wide_slots {
-            self.find_batch_in::<true, K, E>(body, count, key, &mut emit)
-        } else {
-            self.find_batch_in::<false, K, E>(body, count, key, &mut emit)
+        match (self.layout.wide_slots, ready) {
+            (false, true) => self.find_batch_in::<false, false, K, E>(body, count, key, &mut emit),
+            (false, false) => self.find_batch_in::<false, true, K, E>(body, count, key, &mut emit),
+            (true, true) => self.find_batch_in::<true, false, K, E>(body, count, key, &mut emit),
+            (true, false) => self.find_batch_in::<true, true, K, E>(body, count, key, &mut emit),
         }
     }
 
     #[inline(always)]
-    fn find_batch_in<'k, const WIDE: bool, K, E>(
+    fn find_batch_in<'k, const WIDE: bool, const CHECK: bool, K, E>(
         &self,
         body: &[u8],
         count: usize,
@@ -326,7 +361,7 @@ impl Inner {
                 }
             }
             for k in 0..group {
-                let found = self.find_in::<WIDE>(body, keys[k], hashes[k])?;
+                let found = self.find_in::<WIDE, CHECK>(body, keys[k], hashes[k])?;
                 emit(first + k, found)?;
             }
             first += group;
@@ -354,9 +389,9 @@ impl IdMap {
     #[inline]
     pub fn index_of(&self, id: &str) -> Option<u32> {
         let inner = &*self.inner;
-        let body = inner.body().ok()?;
+        let (body, ready) = inner.view().ok()?;
         inner
-            .find(body, id.as_bytes(), xxh3_64(id.as_bytes()))
+            .find(body, ready, id.as_bytes(), xxh3_64(id.as_bytes()))
             .ok()
             .flatten()
     }
@@ -374,8 +409,8 @@ impl IdMap {
     pub fn try_index_of(&self, id: &str) -> Result<Option<u32>> {
         let inner = &*self.inner;
         inner
-            .body()
-            .and_then(|body| inner.find(body, id.as_bytes(), xxh3_64(id.as_bytes())))
+            .view()
+            .and_then(|(body, ready)| inner.find(body, ready, id.as_bytes(), xxh3_64(id.as_bytes())))
             .map_err(|Fault| inner.error())
     }
 
@@ -408,19 +443,10 @@ impl IdMap {
     /// ```
     pub fn try_id(&self, index: u32) -> Result<Option<&str>> {
         let inner = &*self.inner;
-        let body = inner.body().map_err(|Fault| inner.error())?;
-        let i = index as usize;
-        if i >= inner.layout.count {
-            return Ok(None);
-        }
-        let bytes = inner.id_bytes(body, i).map_err(|Fault| inner.error())?;
-        match std::str::from_utf8(bytes) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) => {
-                inner.fault(|| format!("id map: id {i} is not valid UTF-8: {e}"));
-                Err(inner.error())
-            }
-        }
+        inner
+            .view()
+            .and_then(|(body, ready)| inner.id_str(body, ready, index))
+            .map_err(|Fault| inner.error())
     }
 
     /// Looks up many ids at once: `out[k]` becomes the position of `ids[k]`,
@@ -452,10 +478,11 @@ impl IdMap {
         }
         let inner = &*self.inner;
         inner
-            .body()
-            .and_then(|body| {
+            .view()
+            .and_then(|(body, ready)| {
                 inner.find_batch(
                     body,
+                    ready,
                     ids.len(),
                     |k| Ok(ids.get(k).map_or(&[][..], |s| s.as_ref().as_bytes())),
                     |k, found| {

@@ -47,7 +47,7 @@ mod lookup;
 mod tests;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use crate::source::{AlignedBuf, RegionSource};
@@ -121,22 +121,28 @@ impl Backing {
     }
 }
 
+/// Some body block has not passed its check yet: reads check the blocks
+/// they touch.
+const CHECKING: u8 = 0;
+/// Every block has passed (or the map was built in this process): reads
+/// skip the block bookkeeping.
+const READY: u8 = 1;
+/// A check failed: every read answers with a fault. Final.
+const CORRUPT: u8 = 2;
+
 /// The shared state behind an [`IdMap`].
 struct Inner {
     backing: Backing,
     layout: Layout,
     digest: u128,
-    /// Built in this process: every block is known good, so the per-read
-    /// block checks are skipped.
-    trusted: bool,
     /// Bit `k` set: body block `k` has passed its CRC check.
     verified: Box<[AtomicU64]>,
     /// How many bits of `verified` are set.
     verified_blocks: AtomicUsize,
-    /// Every block has passed: reads need no more bookkeeping.
-    all_verified: AtomicBool,
-    /// Set once any check fails; never cleared, since the bytes never change.
-    corrupt: AtomicBool,
+    /// [`CHECKING`], [`READY`] or [`CORRUPT`]: the one word a read loads
+    /// to choose its path. It only moves forward: CHECKING to READY once
+    /// the last block passed, and either to CORRUPT when a check fails.
+    mode: AtomicU8,
     /// What the first failed check found.
     reason: OnceLock<String>,
 }
@@ -153,7 +159,7 @@ impl Inner {
     #[inline(never)]
     fn fault(&self, what: impl FnOnce() -> String) -> Fault {
         let what = what();
-        if !self.corrupt.swap(true, Ordering::AcqRel) {
+        if self.mode.swap(CORRUPT, Ordering::AcqRel) != CORRUPT {
             log::warn!(
                 "{}: id map is corrupt, lookups in it will fail: {}",
                 self.backing.path().display(),
@@ -174,17 +180,28 @@ impl Inner {
         Error::corrupt(self.backing.path(), what.to_string())
     }
 
-    /// The body bytes, or a fault if the map is already known corrupt.
+    /// The body bytes and whether every block is known good (so reads may
+    /// skip the block checks), or a fault if the map is known corrupt.
+    ///
+    /// One atomic load and one bounds check: the whole per-call cost of the
+    /// integrity bookkeeping once the map is [`READY`].
     #[inline(always)]
-    fn body(&self) -> std::result::Result<&[u8], Fault> {
-        if self.corrupt.load(Ordering::Relaxed) {
+    fn view(&self) -> std::result::Result<(&[u8], bool), Fault> {
+        let mode = self.mode.load(Ordering::Relaxed);
+        if mode == CORRUPT {
             return Err(Fault);
         }
         let l = &self.layout;
         match self.backing.region().get(l.body_start..l.region_len) {
-            Some(body) => Ok(body),
+            Some(body) => Ok((body, mode == READY)),
             None => Err(self.fault(|| "id map: region is shorter than its layout".to_string())),
         }
+    }
+
+    /// The body bytes, or a fault if the map is already known corrupt.
+    #[inline(always)]
+    fn body(&self) -> std::result::Result<&[u8], Fault> {
+        self.view().map(|(body, _)| body)
     }
 }
 
@@ -242,11 +259,9 @@ impl IdMap {
                 backing: Backing::Heap(buf),
                 layout: header.layout,
                 digest: header.digest,
-                trusted: true,
                 verified: Box::new([]),
                 verified_blocks: AtomicUsize::new(0),
-                all_verified: AtomicBool::new(true),
-                corrupt: AtomicBool::new(false),
+                mode: AtomicU8::new(READY),
                 reason: OnceLock::new(),
             }),
         }
@@ -318,11 +333,14 @@ impl IdMap {
                 backing: Backing::Shared { source, offset, len },
                 layout: header.layout,
                 digest: header.digest,
-                trusted: false,
                 verified,
                 verified_blocks: AtomicUsize::new(0),
-                all_verified: AtomicBool::new(false),
-                corrupt: AtomicBool::new(false),
+                // A map with an empty body has no block to check.
+                mode: AtomicU8::new(if header.layout.block_count == 0 {
+                    READY
+                } else {
+                    CHECKING
+                }),
                 reason: OnceLock::new(),
             }),
         })
@@ -432,7 +450,7 @@ impl IdMap {
     /// # Ok::<(), scopecache::Error>(())
     /// ```
     pub fn is_corrupt(&self) -> bool {
-        self.inner.corrupt.load(Ordering::Relaxed)
+        self.inner.mode.load(Ordering::Relaxed) == CORRUPT
     }
 
     /// The whole region, exactly the bytes to write to the cache file.

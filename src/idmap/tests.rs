@@ -394,3 +394,80 @@ proptest! {
         }
     }
 }
+
+/// A mapped map checks its blocks as reads first touch them, and once all
+/// have passed it is READY: reads skip the block bookkeeping. `verify` gets
+/// there in one step.
+#[test]
+fn lazy_checks_end_in_the_ready_state() {
+    use super::{CHECKING, READY};
+    use std::sync::atomic::Ordering;
+    // About 200 KiB of body: several 64 KiB blocks.
+    let ids = sample_ids(8000);
+    let map = IdMap::from_ids(&ids).unwrap();
+    assert_eq!(
+        map.inner.mode.load(Ordering::Relaxed),
+        READY,
+        "built maps need no checks"
+    );
+    let opened = reopen(&map);
+    assert!(opened.inner.layout.block_count > 2);
+    assert_eq!(opened.inner.mode.load(Ordering::Relaxed), CHECKING);
+    assert_eq!(opened.index_of(&ids[0]), Some(0));
+    assert_eq!(
+        opened.inner.mode.load(Ordering::Relaxed),
+        CHECKING,
+        "one lookup touches few blocks"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(opened.index_of(id), Some(i as u32));
+    }
+    assert_eq!(opened.inner.mode.load(Ordering::Relaxed), READY);
+    check_round_trip(&opened, &ids);
+
+    let fresh = reopen(&map);
+    fresh.verify().unwrap();
+    assert_eq!(fresh.inner.mode.load(Ordering::Relaxed), READY);
+    check_round_trip(&fresh, &ids);
+}
+
+/// Reads of a READY map skip the CRC bookkeeping but not the checks on
+/// the values read: offsets that a damaged (or crafted) file holds behind
+/// valid CRCs still make the map corrupt, for good, instead of a wrong
+/// answer or a panic.
+#[test]
+fn ready_maps_still_check_what_they_read() {
+    use super::{CORRUPT, READY};
+    use std::sync::atomic::Ordering;
+    let ids = sample_ids(40);
+    for options in ALL_WIDTHS {
+        let map = IdMap::from_ids_with(&ids, options).unwrap();
+        let mut bad = map.region_bytes().to_vec();
+        let body_start = HEADER_LEN + 64;
+        // The last id's end offset, far past the strings.
+        let w = map.inner.layout.offset_width();
+        let at = body_start + ids.len() * w;
+        bad[at..at + w].fill(0xEE);
+        // Re-seal the one block, the table and the header.
+        let crc = crc32fast::hash(&bad[body_start..]);
+        bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&crc.to_le_bytes());
+        let table_crc = crc32fast::hash(&bad[HEADER_LEN..HEADER_LEN + 4]);
+        bad[56..60].copy_from_slice(&table_crc.to_le_bytes());
+        let header_crc = crc32fast::hash(&bad[0..60]);
+        bad[60..64].copy_from_slice(&header_crc.to_le_bytes());
+        let opened = IdMap::open(source_of(&bad, 0), 0, bad.len()).unwrap();
+        assert_eq!(opened.inner.layout.block_count, 1);
+        assert_eq!(opened.index_of(&ids[0]), Some(0));
+        assert_eq!(opened.inner.mode.load(Ordering::Relaxed), READY, "{options:?}");
+        let last = ids.len() - 1;
+        assert!(
+            matches!(opened.try_id(last as u32), Err(Error::Corrupt { .. })),
+            "{options:?}"
+        );
+        assert_eq!(opened.inner.mode.load(Ordering::Relaxed), CORRUPT);
+        assert!(opened.is_corrupt());
+        assert_eq!(opened.index_of(&ids[0]), None, "corrupt is final");
+        assert!(matches!(opened.try_index_of(&ids[0]), Err(Error::Corrupt { .. })));
+        assert!(opened.verify().is_err());
+    }
+}
