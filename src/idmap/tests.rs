@@ -471,3 +471,35 @@ fn ready_maps_still_check_what_they_read() {
         assert!(opened.verify().is_err());
     }
 }
+
+/// The batch answers a ready map's keys from its first fingerprint match;
+/// a match that names another id (1 in 256 probes with narrow slots) must
+/// fall back to the full lookup. Thousands of absent keys make hundreds
+/// of such matches, and absent keys interleaved with present ones check
+/// that no answer leaks between keys of a group.
+#[test]
+fn batch_falls_back_on_fingerprint_collisions() {
+    let ids = sample_ids(5000);
+    for options in ALL_WIDTHS {
+        let map = IdMap::from_ids_with(&ids, options).unwrap();
+        let mut queries = Vec::new();
+        let mut want = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            for k in 0..4 {
+                queries.push(format!("{id}#absent{k}"));
+                want.push(None);
+            }
+            queries.push(id.clone());
+            want.push(Some(i as u32));
+        }
+        for m in [map.clone(), reopen(&map)] {
+            // The first pass checks a reopened map's blocks, the second
+            // runs on the ready map.
+            for _ in 0..2 {
+                let mut out = vec![Some(u32::MAX); queries.len()];
+                m.index_of_batch(&queries, &mut out).unwrap();
+                assert_eq!(out, want, "{options:?}");
+            }
+        }
+    }
+}
