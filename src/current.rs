@@ -26,12 +26,25 @@ const FOLLOW_INTERVAL_NS: i64 = 1_000_000;
 
 /// True when `new` may replace `cur` as a handle's current snapshot.
 ///
+/// Invariant: generations grow along the line of files that compaction
+/// puts at a path. A compaction of generation *g* retires the old file at
+/// *g* + 1 and gives the new one *g* + 2, and nothing commits to a file
+/// once the path names its successor. So, between files of one line, the
+/// higher generation is the newer state, whether or not its file is
+/// retired.
+///
 /// - Of one file, only a later generation replaces an earlier one.
-/// - A snapshot of another file replaces the current one only when it is
-///   not retired, and the current one is retired or older. Compaction gives
-///   a new file a generation above its predecessor's, so a reader thread
-///   that finishes loading the retired file after a writer thread moved the
-///   handle on can never move it back.
+/// - A snapshot of another file with a later generation replaces the
+///   current one, even when that file is retired too: a compaction of the
+///   successor may have died (or be still running) between retiring it and
+///   renaming its own successor over it, and then the retired successor is
+///   the newest state at the path, which the handle must not skip. A
+///   reader thread that finishes loading an older file after another
+///   thread moved the handle on has a lower generation and can never move
+///   it back.
+/// - A snapshot of another file that is not retired also replaces a
+///   retired current one whatever its generation: the path names a file of
+///   another line (created anew after the old one was moved aside).
 /// - `locked`: the caller holds the exclusive lock on `new`'s file and has
 ///   checked that the path names it, so `new` is the newest state there is
 ///   (this is how a handle reaches a file created anew, with a low
@@ -41,7 +54,7 @@ pub(crate) fn supersedes(new: &Snapshot, cur: &Snapshot, locked: bool) -> bool {
     if same_file {
         return new.generation() > cur.generation() || (locked && !Arc::ptr_eq(&new.file, &cur.file));
     }
-    locked || (!new.sb.is_retired() && (cur.sb.is_retired() || new.generation() > cur.generation()))
+    locked || new.generation() > cur.generation() || (!new.sb.is_retired() && cur.sb.is_retired())
 }
 
 impl ScopeCache {
@@ -116,9 +129,80 @@ impl ScopeCache {
 
 #[cfg(test)]
 mod tests {
+    use crate::io::{FileIo, IoFactory, RealIo};
     use crate::{CacheConfig, IdMap, ScopeCache, ScopeData};
     use bitvec::prelude::*;
+    use std::fs::File;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
+
+    /// The real file system, with a rename that fails on demand: a
+    /// compaction then stops after retiring the old file, as one whose
+    /// process died before its rename does.
+    #[derive(Debug, Default)]
+    struct FailingRename(AtomicBool);
+
+    impl IoFactory for FailingRename {
+        fn wrap(&self, file: File, path: &Path) -> Box<dyn FileIo> {
+            RealIo.wrap(file, path)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            if self.0.load(Ordering::Relaxed) {
+                return Err(std::io::Error::other("rename refused"));
+            }
+            std::fs::rename(from, to)
+        }
+    }
+
+    /// A handle two files behind must reach the file at the path when that
+    /// file is retired too: its own compaction stopped between retiring it
+    /// and renaming its successor over it, so the path still names it and
+    /// it holds the newest state.
+    #[test]
+    fn a_handle_follows_the_path_to_a_retired_successor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cache");
+        let io = Arc::new(FailingRename::default());
+        let cfg = CacheConfig {
+            fsync: false,
+            ..CacheConfig::default()
+        };
+        let writer = ScopeCache::open(
+            &path,
+            CacheConfig {
+                io: Some(Arc::clone(&io) as Arc<dyn IoFactory>),
+                ..cfg.clone()
+            },
+        )
+        .unwrap();
+        let reader = ScopeCache::open(&path, cfg.clone()).unwrap();
+        let ids = IdMap::from_ids(["a", "b"]).unwrap();
+        let bits = bitvec![u64, Lsb0; 1, 0];
+        let data = ScopeData {
+            nodes: &bits,
+            links: &bits,
+            node_ids: &ids,
+            link_ids: &ids,
+            attributes: &serde_json::Map::new(),
+        };
+        writer.put("first", &data).unwrap();
+        assert!(reader.get("first").unwrap().is_some());
+        // The reader's file is retired and replaced; the writer commits to
+        // the successor, whose compaction then stops before its rename.
+        writer.compact().unwrap();
+        writer.put("second", &data).unwrap();
+        io.0.store(true, Ordering::Relaxed);
+        assert!(writer.compact().is_err());
+        let at_path = ScopeCache::open(&path, cfg).unwrap();
+        assert!(at_path.current_snapshot().sb.is_retired());
+        assert!(at_path.get("second").unwrap().is_some());
+        assert!(
+            reader.get("second").unwrap().is_some(),
+            "the reader stayed on the file retired first"
+        );
+        assert_eq!(reader.generation().unwrap(), at_path.generation().unwrap());
+    }
 
     /// A reader thread that finishes loading the retired file after the
     /// handle moved to the compacted one must not move it back.

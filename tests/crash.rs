@@ -39,7 +39,66 @@ const CRASH_POINTS: [&str; 6] = [
 #[test]
 #[ignore = "runs only as a child process of the other tests"]
 fn child() {
-    proc::child_main(&[("writer", writer)]);
+    proc::child_main(&[("writer", writer), ("steps", steps)]);
+}
+
+/// Runs the comma-separated operations in `OPS` (`put <key>`, `compact`),
+/// then exits.
+fn steps() {
+    let cache = ScopeCache::open(arg("PATH"), roomy_config()).unwrap();
+    for (i, op) in arg("OPS").split(',').enumerate() {
+        match op.split_whitespace().collect::<Vec<_>>()[..] {
+            ["put", key] => Content::new(key, i as u64, 50).put(&cache).unwrap(),
+            ["compact"] => {
+                cache.compact().unwrap();
+            }
+            _ => panic!("unknown step {op:?}"),
+        }
+        report(format!("ok {op}"));
+    }
+}
+
+/// A handle that stayed on a file two compactions back reads what a fresh
+/// handle reads, whichever compaction crash point stopped the second
+/// compaction. After `compact-before-rename` the path names a retired file,
+/// the successor of the one the handle reads: the handle must move to it.
+#[test]
+fn a_long_lived_handle_follows_a_compaction_that_died() {
+    for point in [
+        "compact-before-retire",
+        "compact-before-rename",
+        "compact-after-rename",
+    ] {
+        let dir = disk_dir();
+        let path = dir.path().join("c");
+        let long_lived = ScopeCache::open(&path, roomy_config()).unwrap();
+        let run = |ops: &str, crash_at: Option<&str>| {
+            let mut cmd = Child::command(
+                "steps",
+                &[("PATH", path.display().to_string()), ("OPS", ops.to_owned())],
+            );
+            if let Some(p) = crash_at {
+                cmd.env("SCOPECACHE_CRASH_AT", p);
+            }
+            Child::spawn_command("steps", cmd).finish().0
+        };
+        let status = run("put a,compact,put b", None);
+        assert!(status.success(), "{point}: {}", describe(&status));
+        let status = run("put c,compact", Some(point));
+        assert_eq!(
+            signal_of(&status),
+            Some(libc::SIGABRT),
+            "{point}: {}",
+            describe(&status)
+        );
+        let fresh = snapshot_of(&ScopeCache::open(&path, roomy_config()).unwrap());
+        assert_eq!(fresh.len(), 3, "{point}: {fresh:?}");
+        assert_eq!(
+            snapshot_of(&long_lived),
+            fresh,
+            "{point}: the handle open since before the first compaction reads another state"
+        );
+    }
 }
 
 /// Writes until killed. Its own keys are `r<run>-<i>`; it also replaces and
