@@ -207,53 +207,122 @@ impl Checked {
     }
 }
 
+/// What a listed region is, for error messages: kept in the low bits of
+/// its start, which are zero since regions are 64-aligned.
+const BITSET: u64 = 0;
+/// See [`BITSET`].
+const ID_MAPPING: u64 = 1;
+const KIND_MASK: u64 = REGION_ALIGN - 1;
+
+fn kind_name(start_and_kind: u64) -> &'static str {
+    if start_and_kind & KIND_MASK == ID_MAPPING {
+        "an id mapping"
+    } else {
+        "a bitset"
+    }
+}
+
 /// Collects regions and checks them, for `check_base` and `check_delta`.
 struct Regions<'p> {
     path: &'p Path,
     /// Every region must lie in `[lo, hi)`.
     lo: u64,
     hi: u64,
-    list: Vec<(u64, u64, &'static str)>,
+    /// The regions of mappings and bitsets in the order named, as
+    /// (start | kind, end): 16 bytes each, since a base of n entries names
+    /// 2n of them and a fresh process pays a page fault for every 4 KiB of
+    /// a new list.
+    list: Vec<(u64, u64)>,
+    /// A few regions kept out of `list` (the index itself, the stamp
+    /// table), which lie apart from the others in the file: in `list`
+    /// they would break the order a compacted file's regions come in, and
+    /// cost a sort at every fresh open. Each is checked against the sorted
+    /// list by binary search.
+    aside: Vec<(u64, u64, &'static str)>,
 }
 
 impl Regions<'_> {
-    fn add(&mut self, offset: u64, len: u64, what: &'static str, whose: &dyn Fn() -> String) -> Result<()> {
-        let inside = offset >= self.lo
-            && offset.is_multiple_of(REGION_ALIGN)
-            && offset.checked_add(len).is_some_and(|end| end <= self.hi);
-        if !inside {
-            return Err(Error::corrupt(
-                self.path,
-                format!(
-                    "index: {} {what} at {offset}+{len} lies outside {}..{}",
-                    whose(),
-                    self.lo,
-                    self.hi
-                ),
-            ));
-        }
+    #[inline]
+    fn add(&mut self, offset: u64, len: u64, kind: u64, whose: &dyn Fn() -> String) -> Result<()> {
+        let end = self.check(offset, len, kind_name(kind), whose)?;
         if len > 0 {
-            self.list.push((offset, offset + len, what));
+            // The check made offset a multiple of REGION_ALIGN.
+            self.list.push((offset | kind, end));
         }
         Ok(())
     }
 
+    /// [`Regions::add`] for a region to keep in `aside`.
+    fn add_aside(&mut self, offset: u64, len: u64, what: &'static str) -> Result<()> {
+        let end = self.check(offset, len, what, &String::new)?;
+        if len > 0 {
+            self.aside.push((offset, end, what));
+        }
+        Ok(())
+    }
+
+    /// The end of the region `offset`+`len` if it lies within bounds.
+    #[inline]
+    fn check(&self, offset: u64, len: u64, what: &'static str, whose: &dyn Fn() -> String) -> Result<u64> {
+        match offset.checked_add(len) {
+            Some(end) if offset >= self.lo && offset.is_multiple_of(REGION_ALIGN) && end <= self.hi => {
+                Ok(end)
+            }
+            _ => Err(self.outside(offset, len, what, whose)),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn outside(&self, offset: u64, len: u64, what: &'static str, whose: &dyn Fn() -> String) -> Error {
+        Error::corrupt(
+            self.path,
+            format!(
+                "index: {} {what} at {offset}+{len} lies outside {}..{}",
+                whose(),
+                self.lo,
+                self.hi
+            ),
+        )
+    }
+
     /// Sorts the regions and refuses any two that overlap.
     fn finish(mut self, max_slot: Option<u32>) -> Result<Checked> {
+        let overlap = |(a_start, a_end, a): (u64, u64, &str), (b_start, _, b): (u64, u64, &str)| {
+            Error::corrupt(
+                self.path,
+                format!(
+                    "index: {a} at {a_start}..{a_end} overlaps {b} at {b_start}: regions never share bytes"
+                ),
+            )
+        };
+        let named = |(s, e): (u64, u64)| (s & !KIND_MASK, e, kind_name(s));
         sort_by_start(&mut self.list);
         for w in self.list.windows(2) {
-            let ((a_start, a_end, a), (b_start, _, b)) = (w[0], w[1]);
-            if b_start < a_end {
-                return Err(Error::corrupt(
-                    self.path,
-                    format!("index: {a} at {a_start}..{a_end} overlaps {b} at {b_start}: regions never share bytes"),
-                ));
+            if w[1].0 & !KIND_MASK < w[0].1 {
+                return Err(overlap(named(w[0]), named(w[1])));
             }
         }
-        Ok(Checked {
-            max_slot,
-            regions: self.list.into_iter().map(|(s, e, _)| (s, e)).collect(),
-        })
+        for (k, &r) in self.aside.iter().enumerate() {
+            // The first listed region that ends after r starts: r overlaps
+            // the list iff that one starts before r ends.
+            let i = self.list.partition_point(|&(_, e)| e <= r.0);
+            if let Some(&other) = self.list.get(i).filter(|o| o.0 & !KIND_MASK < r.1) {
+                return Err(overlap(r, named(other)));
+            }
+            if let Some(&other) = self.aside[..k].iter().find(|o| o.0 < r.1 && r.0 < o.1) {
+                return Err(overlap(r, other));
+            }
+        }
+        let mut regions = self.list;
+        for r in &mut regions {
+            r.0 &= !KIND_MASK;
+        }
+        for &(s, e, _) in &self.aside {
+            let at = regions.partition_point(|&(rs, _)| rs < s);
+            regions.insert(at, (s, e));
+        }
+        Ok(Checked { max_slot, regions })
     }
 }
 
@@ -262,7 +331,7 @@ impl Regions<'_> {
 /// radix sort on the 64-byte unit of the start. A base index of n entries
 /// names 2n regions, and this runs at every fresh open, where a comparison
 /// sort cost more than everything else the open does.
-fn sort_by_start<T: Copy>(list: &mut Vec<(u64, u64, T)>) {
+fn sort_by_start(list: &mut Vec<(u64, u64)>) {
     if list.windows(2).all(|w| w[0].0 <= w[1].0) {
         return;
     }
@@ -271,13 +340,13 @@ fn sort_by_start<T: Copy>(list: &mut Vec<(u64, u64, T)>) {
         return;
     }
     const BITS: u32 = 11;
-    let unit = |r: &(u64, u64, T)| r.0 / REGION_ALIGN;
+    let unit = |r: &(u64, u64)| r.0 / REGION_ALIGN;
     let max = list.iter().map(unit).max().unwrap_or(0);
     let passes = (u64::BITS - max.leading_zeros()).div_ceil(BITS);
     let mut from = std::mem::take(list);
     let mut to = from.clone();
     for pass in 0..passes {
-        let digit = |r: &(u64, u64, T)| ((unit(r) >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
+        let digit = |r: &(u64, u64)| ((unit(r) >> (pass * BITS)) & ((1 << BITS) - 1)) as usize;
         let mut at = vec![0usize; 1 << BITS];
         for r in &from {
             at[digit(r)] += 1;
@@ -332,7 +401,7 @@ fn check_entries<'a>(
                 ));
             }
             let len = BitsRecord::byte_len(bits.bits.to_native());
-            regions.add(bits.offset.to_native(), len, "a bitset", &|| {
+            regions.add(bits.offset.to_native(), len, BITSET, &|| {
                 format!("entry {key:?}:")
             })?;
         }
@@ -360,19 +429,15 @@ pub(crate) fn check_base(
         path,
         lo: DATA_START,
         hi: end,
-        list: Vec::with_capacity(2 * idx.entries.len() + idx.maps.len() + 2),
+        list: Vec::with_capacity(2 * idx.entries.len() + idx.maps.len()),
+        aside: Vec::with_capacity(2),
     };
-    regions.add(index_offset, index_len, "the index", &String::new)?;
+    regions.add_aside(index_offset, index_len, "the index")?;
     if let Some((offset, capacity)) = stamps {
-        regions.add(
-            offset,
-            stamps::table_len(capacity),
-            "the access-stamp table",
-            &String::new,
-        )?;
+        regions.add_aside(offset, stamps::table_len(capacity), "the access-stamp table")?;
     }
     for (i, m) in idx.maps.iter().enumerate() {
-        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| {
+        regions.add(m.offset.to_native(), m.len.to_native(), ID_MAPPING, &|| {
             format!("mapping {i}:")
         })?;
     }
@@ -399,9 +464,10 @@ pub(crate) fn check_delta(
         lo: d.since.to_native().max(DATA_START),
         hi: offset,
         list: Vec::with_capacity(2 * d.upserts.len() + d.maps.len()),
+        aside: Vec::new(),
     };
     for (i, m) in d.maps.iter().enumerate() {
-        regions.add(m.offset.to_native(), m.len.to_native(), "an id mapping", &|| {
+        regions.add(m.offset.to_native(), m.len.to_native(), ID_MAPPING, &|| {
             format!("delta mapping {i}:")
         })?;
     }
@@ -517,21 +583,20 @@ mod tests {
     fn regions_sort_by_start() {
         let mut rng = 0x2545_F491_4F6C_DD1Du64;
         for n in [0usize, 1, 5, 300, 5000] {
-            let mut v: Vec<(u64, u64, u32)> = (0..n as u32)
+            let mut v: Vec<(u64, u64)> = (0..n as u64)
                 .map(|i| {
                     rng ^= rng << 13;
                     rng ^= rng >> 7;
                     rng ^= rng << 17;
                     let start = (rng % (1 << 40)) / 64 * 64;
-                    (start, start + 64, i)
+                    // A kind in the low bits, as the checks keep it.
+                    (start | (i % 2), start + 64)
                 })
                 .collect();
             let mut want = v.clone();
             want.sort_by_key(|r| r.0);
             sort_by_start(&mut v);
-            let starts = |v: &[(u64, u64, u32)]| v.iter().map(|r| r.0).collect::<Vec<_>>();
-            assert_eq!(starts(&v), starts(&want), "n = {n}");
-            assert_eq!(v.len(), n);
+            assert_eq!(v, want, "n = {n}");
         }
     }
 

@@ -189,19 +189,50 @@ pub(crate) fn read_into(
     len: usize,
     out: &mut rkyv::util::AlignedVec<16>,
 ) -> Result<()> {
-    use std::os::unix::fs::FileExt;
+    use std::os::fd::AsRawFd;
     out.clear();
-    out.resize(len, 0);
-    file.read_exact_at(out.as_mut_slice(), offset).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::UnexpectedEof {
-            Error::corrupt(
+    out.reserve(len);
+    crate::source::populate(out.as_ptr(), out.capacity());
+    // Straight into the buffer's spare capacity: zeroing it first would
+    // write every byte once more for nothing.
+    while out.len() < len {
+        let done = out.len();
+        let want = len - done;
+        let at = offset
+            .checked_add(done as u64)
+            .and_then(|at| libc::off_t::try_from(at).ok());
+        let Some(at) = at else {
+            return Err(Error::corrupt(
                 path,
-                format!("region {offset}+{len} lies past the end of the file: it was truncated"),
-            )
-        } else {
-            Error::io(path, "pread", e)
+                format!("region {offset}+{len} lies past any file offset"),
+            ));
+        };
+        // SAFETY: `reserve(len)` made the capacity at least `len`, so the
+        // `want` bytes from `done` lie inside the allocation, which nothing
+        // else borrows (`out` is borrowed mutably). pread writes at most
+        // `want` bytes there and returns how many it wrote.
+        let n = unsafe { libc::pread(file.as_raw_fd(), out.as_mut_ptr().add(done).cast(), want, at) };
+        match n {
+            n if n > 0 => {
+                // SAFETY: pread initialized the `n <= want` bytes after
+                // `done`, so the first `done + n` bytes are initialized.
+                unsafe { out.set_len(done + n as usize) };
+            }
+            0 => {
+                return Err(Error::corrupt(
+                    path,
+                    format!("region {offset}+{len} lies past the end of the file: it was truncated"),
+                ))
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::io(path, "pread", e));
+                }
+            }
         }
-    })
+    }
+    Ok(())
 }
 
 /// One immutable region of a mapping, lent to a read-in-place structure.

@@ -372,3 +372,37 @@ fn corrupt_error_is_typed() {
     let err = ScopeCache::open(&path, config()).unwrap_err();
     assert!(matches!(err, Error::Corrupt { .. }), "{err}");
 }
+
+/// The index's own bytes are a region like any other: an entry whose
+/// bitset lies inside the index, or two entries whose bitsets overlap,
+/// are refused at open, whichever order the regions come in.
+#[test]
+fn regions_overlapping_the_index_or_each_other_are_refused() {
+    for case in ["bitset inside the index", "bitsets overlap", "mapping over a bitset"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.cache");
+        let cache = ScopeCache::open(&path, config()).unwrap();
+        let (n, l) = (ids("n", 70), ids("l", 130));
+        let nodes: BitVec<u64, Lsb0> = (0..70).map(|i| i % 2 == 0).collect();
+        let links: BitVec<u64, Lsb0> = (0..130).map(|i| i % 3 == 0).collect();
+        for key in ["a", "b", "c"] {
+            put(&cache, key, &nodes, &n, &links, &l);
+        }
+        cache.compact().unwrap();
+        drop(cache);
+        let (mut file, mut sb, mut idx) = read(&path);
+        let index_at = (file.len() as u64).next_multiple_of(64);
+        match case {
+            "bitset inside the index" => idx.entries[1].links.offset = index_at,
+            "bitsets overlap" => idx.entries[2].nodes.offset = idx.entries[0].links.offset,
+            _ => idx.maps[0].offset = idx.entries[1].nodes.offset,
+        }
+        sb.generation += 1;
+        testing::write(&mut file, sb, &idx, true);
+        std::fs::write(&path, &file).unwrap();
+        match ScopeCache::open(&path, config()) {
+            Err(e) => assert!(e.is_corruption() && e.to_string().contains("overlaps"), "{case}: {e}"),
+            Ok(_) => panic!("{case}: accepted"),
+        }
+    }
+}
