@@ -34,9 +34,12 @@
 //!
 //! Opening a stored mapping checks only the header and the table, so opening is
 //! cheap. Body blocks are checked against their CRC the first time any byte
-//! in them is read, at most once per process. A failed check marks the map
-//! corrupt for good: the plain accessors then answer `None`, the `try_`
-//! accessors an error. [`IdMap::verify`] checks everything at once.
+//! in them is read, at most once per process. Once every block has passed
+//! (or [`IdMap::verify`] has), the map is *ready*: a read then loads one
+//! state word and skips the block bookkeeping, though it still checks every
+//! slot value and offset it reads. A failed check marks the map corrupt for
+//! good: the plain accessors then answer `None`, the `try_` accessors an
+//! error. [`IdMap::verify`] checks everything at once.
 
 mod build;
 mod check;
