@@ -12,7 +12,7 @@ use super::IdMap;
 use crate::source::AlignedBuf;
 use crate::{Error, Result};
 
-mod place;
+pub(super) mod place;
 
 /// Entry widths for a build. The defaults choose the narrowest widths that
 /// hold the values; forcing a wider width gives a larger region that every

@@ -60,7 +60,7 @@ const BUCKET_SHIFT: u32 = 15;
 /// cells, home slots and counters stay in the core's cache while it is
 /// sorted and placed, and the scatter writes to one stream per bucket.
 /// Must be at most 2^16, as relative home slots are `u16`.
-const BUCKET_SLOTS: usize = 1 << BUCKET_SHIFT;
+pub(in crate::idmap) const BUCKET_SLOTS: usize = 1 << BUCKET_SHIFT;
 /// Most threads the fill uses.
 const MAX_THREADS: usize = 4;
 /// Maps with fewer ids are filled on the calling thread: starting a thread
