@@ -5,13 +5,14 @@
 //! once, the temporaries are moved into it and freed as they go, and the
 //! slots, the block table, the digest and the header are filled in.
 
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::xxh3_128;
 
-use super::layout::{home_slot, Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT};
-use super::lookup::{fingerprint, prefetch, slot_value, stored_index};
+use super::layout::{Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT};
 use super::IdMap;
 use crate::source::AlignedBuf;
 use crate::{Error, Result};
+
+pub(super) mod place;
 
 /// Entry widths for a build. The defaults choose the narrowest widths that
 /// hold the values; forcing a wider width gives a larger region that every
@@ -30,9 +31,6 @@ pub(crate) struct BuildOptions {
 const MAX_CHUNK: usize = 32 << 20;
 /// First chunk size, so that small maps do not reserve megabytes.
 const MIN_CHUNK: usize = 4 << 10;
-/// How many ids the slot fill hashes, and prefetches the home slots of,
-/// before inserting them.
-const FILL_GROUP: usize = 64;
 /// Bodies below this size get their digest on the calling thread: a thread
 /// would cost more than it saves.
 const PARALLEL_DIGEST_MIN: usize = 4 << 20;
@@ -219,9 +217,9 @@ where
             wide: wide_offsets,
         };
         if wide_slots {
-            fill_slots::<true>(&layout, &ids, slots)?;
+            place::fill_slots::<true>(&layout, &ids, slots)?;
         } else {
-            fill_slots::<false>(&layout, &ids, slots)?;
+            place::fill_slots::<false>(&layout, &ids, slots)?;
         }
     }
     let body: &[u8] = body;
@@ -269,81 +267,6 @@ impl Ids<'_> {
     fn get(&self, i: usize) -> &[u8] {
         &self.strings[self.offset(i)..self.offset(i + 1)]
     }
-}
-
-/// Inserts every id into the slot table, refusing duplicates.
-///
-/// Ids are hashed `FILL_AHEAD` ahead of their insertion and their home slot
-/// prefetched, so the cache misses of a table larger than the cache
-/// overlap instead of being paid one after the other.
-fn fill_slots<const WIDE: bool>(layout: &Layout, ids: &Ids<'_>, slots: &mut [u8]) -> Result<()> {
-    let n = layout.count;
-    let s = layout.slot_count;
-    let width = if WIDE { 8 } else { 4 };
-    let mut hashes = [0u64; FILL_GROUP];
-    let mut first = 0;
-    while first < n {
-        let group = (n - first).min(FILL_GROUP);
-        for (k, h) in hashes[..group].iter_mut().enumerate() {
-            *h = xxh3_64(ids.get(first + k));
-            prefetch(slots, home_slot(*h, s) * width);
-        }
-        for (k, &h) in hashes[..group].iter().enumerate() {
-            insert::<WIDE>(ids, slots, s, h, first + k)?;
-        }
-        first += group;
-    }
-    Ok(())
-}
-
-#[inline(always)]
-fn insert<const WIDE: bool>(ids: &Ids<'_>, slots: &mut [u8], s: usize, h: u64, i: usize) -> Result<()> {
-    let value = slot_value::<WIDE>(h, i);
-    let fp = fingerprint::<WIDE>(value);
-    let mut p = home_slot(h, s);
-    // S > N, so there is an empty slot and the loop ends well before S probes.
-    for _ in 0..s {
-        let cell = if WIDE {
-            &mut slots[p * 8..p * 8 + 8]
-        } else {
-            &mut slots[p * 4..p * 4 + 4]
-        };
-        let current = if WIDE {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(cell);
-            u64::from_le_bytes(b)
-        } else {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(cell);
-            u64::from(u32::from_le_bytes(b))
-        };
-        if current == 0 {
-            if WIDE {
-                cell.copy_from_slice(&value.to_le_bytes());
-            } else {
-                cell.copy_from_slice(&(value as u32).to_le_bytes());
-            }
-            return Ok(());
-        }
-        if fingerprint::<WIDE>(current) == fp {
-            let j = (stored_index::<WIDE>(current) - 1) as usize;
-            if ids.get(j) == ids.get(i) {
-                return Err(Error::DuplicateId {
-                    id: String::from_utf8_lossy(ids.get(i)).into_owned(),
-                    first: j as u64,
-                    second: i as u64,
-                });
-            }
-        }
-        p += 1;
-        if p == s {
-            p = 0;
-        }
-    }
-    Err(Error::corrupt(
-        "",
-        format!("id map: no empty slot among {s} for id {i} while building"),
-    ))
 }
 
 /// Fills the block-CRC table and returns the body digest, computing the two

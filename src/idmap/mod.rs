@@ -28,7 +28,9 @@
 //! (i + 1)`, with `h` the xxh3-64 of the id. Lookups use linear probing from
 //! the home slot `(h * S) >> 64`; a probe compares the fingerprint before it
 //! reads any string, so a mismatching probe costs no memory access beyond the
-//! slot itself.
+//! slot itself. The builder places the ids in (home slot, index) order, each
+//! at the first slot from its home past the previous one (FORMAT.md §2.5);
+//! older files hold the in-order insertion, which reads the same.
 //!
 //! # Integrity
 //!

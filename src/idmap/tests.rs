@@ -2,8 +2,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
-use super::layout::HEADER_LEN;
+use super::build::place::BUCKET_SLOTS;
+use super::layout::{home_slot, slot_count, Header, HEADER_LEN, WIDE_SLOTS_MIN_COUNT};
+use super::lookup::{slot_value, stored_index};
 use super::{BuildOptions, IdMap};
 use crate::source::{AlignedBuf, RegionSource};
 use crate::Error;
@@ -499,6 +502,398 @@ fn batch_falls_back_on_fingerprint_collisions() {
                 let mut out = vec![Some(u32::MAX); queries.len()];
                 m.index_of_batch(&queries, &mut out).unwrap();
                 assert_eq!(out, want, "{options:?}");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- placement
+
+/// The slot values FORMAT.md §2.5 says a writer stores, computed plainly:
+/// (home, index) pairs sorted, each id at max(home, next), the ids that run
+/// past the last slot into the lowest empty slots, in order.
+fn model_slots(ids: &[String], wide: bool) -> Vec<u64> {
+    let s = slot_count(ids.len() as u64) as usize;
+    let mut order: Vec<(usize, usize, u64)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let h = xxh3_64(id.as_bytes());
+            let v = if wide {
+                slot_value::<true>(h, i)
+            } else {
+                slot_value::<false>(h, i)
+            };
+            (home_slot(h, s), i, v)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut slots = vec![0u64; s];
+    let mut next = 0;
+    let mut wrapped = Vec::new();
+    for (home, _, v) in order {
+        let p = home.max(next);
+        next = p + 1;
+        if p < s {
+            slots[p] = v;
+        } else {
+            wrapped.push(v);
+        }
+    }
+    let mut free = 0;
+    for v in wrapped {
+        while slots[free] != 0 {
+            free += 1;
+        }
+        slots[free] = v;
+    }
+    slots
+}
+
+/// The slot values of a map's region, and whether they are wide.
+fn stored_slots(map: &IdMap) -> (Vec<u64>, bool) {
+    let region = map.region_bytes();
+    let header = Header::decode(region[..HEADER_LEN].try_into().unwrap()).unwrap();
+    let l = header.layout;
+    let body = &region[l.body_start..];
+    let slots = (0..l.slot_count)
+        .map(|p| {
+            let at = l.slots_start + p * l.slot_width();
+            if l.wide_slots {
+                u64::from_le_bytes(body[at..at + 8].try_into().unwrap())
+            } else {
+                u64::from(u32::from_le_bytes(body[at..at + 4].try_into().unwrap()))
+            }
+        })
+        .collect();
+    (slots, l.wide_slots)
+}
+
+/// Builds `ids` and checks the slot section against the model, `verify`,
+/// and a lookup of every id, in the built map and read back.
+fn check_placement(ids: &[String], options: BuildOptions) -> IdMap {
+    let map = IdMap::from_ids_with(ids, options).unwrap();
+    let (slots, wide) = stored_slots(&map);
+    assert_eq!(
+        wide,
+        options.force_wide_slots || ids.len() as u64 >= WIDE_SLOTS_MIN_COUNT
+    );
+    let model = model_slots(ids, wide);
+    if let Some(p) = slots.iter().zip(&model).position(|(a, b)| a != b) {
+        panic!(
+            "{} ids, {options:?}: slot {p} holds {:#x}, the placement gives {:#x}",
+            ids.len(),
+            slots[p],
+            model[p]
+        );
+    }
+    for m in [reopen(&map), map.clone()] {
+        m.verify().unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(m.index_of(id), Some(i as u32), "{id:?}");
+        }
+        let mut out = vec![None; ids.len()];
+        m.index_of_batch(ids, &mut out).unwrap();
+        assert!(out.iter().enumerate().all(|(i, &o)| o == Some(i as u32)));
+    }
+    map
+}
+
+/// How many ids sit at a slot below their home: those that wrapped.
+fn wrapped_count(map: &IdMap, ids: &[String]) -> usize {
+    let (slots, wide) = stored_slots(map);
+    let s = slots.len();
+    slots
+        .iter()
+        .enumerate()
+        .filter(|&(_, &v)| v != 0)
+        .filter(|&(p, &v)| {
+            let i = if wide {
+                stored_index::<true>(v)
+            } else {
+                stored_index::<false>(v)
+            } as usize
+                - 1;
+            p < home_slot(xxh3_64(ids[i].as_bytes()), s)
+        })
+        .count()
+}
+
+/// `count` distinct ids `{prefix}{k}` whose home slot in a map of `n` ids
+/// lies in `homes`.
+fn ids_homed_in(n: usize, homes: std::ops::Range<usize>, count: usize, prefix: &str) -> Vec<String> {
+    let s = slot_count(n as u64) as usize;
+    (0u64..)
+        .map(|k| format!("{prefix}{k}"))
+        .filter(|id| homes.contains(&home_slot(xxh3_64(id.as_bytes()), s)))
+        .take(count)
+        .collect()
+}
+
+/// Interleaves groups deterministically, so that no group's ids are
+/// contiguous in index order.
+fn interleave(groups: Vec<Vec<String>>) -> Vec<String> {
+    let mut iters: Vec<_> = groups.into_iter().map(Vec::into_iter).collect();
+    let mut out = Vec::new();
+    let mut k = 0usize;
+    while !iters.is_empty() {
+        let at = (k * 7919) % iters.len();
+        match iters[at].next() {
+            Some(id) => out.push(id),
+            None => {
+                iters.remove(at);
+            }
+        }
+        k += 1;
+    }
+    out
+}
+
+#[test]
+fn placement_is_the_sorted_one() {
+    // 70,000 and 150,000 ids: several buckets, and more than one thread.
+    for n in [0usize, 1, 2, 3, 17, 1000, 70_000, 150_000] {
+        let ids = sample_ids(n);
+        for options in ALL_WIDTHS {
+            check_placement(&ids, options);
+        }
+    }
+}
+
+/// 200 ids, 251 slots: long runs of equal homes, one of them at the last
+/// slot, so that a run wraps to slot 0, where another run starts.
+fn colliding_ids() -> Vec<String> {
+    let n = 200;
+    let s = slot_count(n as u64) as usize;
+    interleave(vec![
+        ids_homed_in(n, s - 1..s, 60, "end-"),
+        ids_homed_in(n, s - 2..s - 1, 30, "next-to-end-"),
+        ids_homed_in(n, 0..1, 20, "zero-"),
+        ids_homed_in(n, 5..6, 10, "five-"),
+        ids_homed_in(n, 6..s - 2, 80, "any-"),
+    ])
+}
+
+#[test]
+fn colliding_homes_and_wrap_around() {
+    let ids = colliding_ids();
+    assert_eq!(ids.len(), 200);
+    for options in ALL_WIDTHS {
+        let map = check_placement(&ids, options);
+        assert!(wrapped_count(&map, &ids) >= 60, "the runs at the end wrap");
+    }
+}
+
+/// A table one bucket and 1,000 slots long, with a run that starts 2,000
+/// slots before the end of the first bucket and passes the last slot: the
+/// wrapped ids come from both buckets.
+#[test]
+fn wrap_around_from_two_buckets() {
+    let s_want = BUCKET_SLOTS + 1_000;
+    let n = (s_want - 1) * 4 / 5;
+    let s = slot_count(n as u64) as usize;
+    assert!(s > BUCKET_SLOTS && s < BUCKET_SLOTS + 1_100);
+    let ids = interleave(vec![
+        ids_homed_in(n, BUCKET_SLOTS - 2_000..BUCKET_SLOTS - 1_900, 3_500, "early-"),
+        ids_homed_in(n, s - 100..s, 300, "late-"),
+        ids_homed_in(n, 0..s, n - 3_800, "any-"),
+    ]);
+    assert_eq!(ids.len(), n);
+    let map = check_placement(&ids, BuildOptions::default());
+    let (slots, _) = stored_slots(&map);
+    let wrapped: Vec<usize> = (0..s)
+        .filter(|&p| slots[p] != 0)
+        .map(|p| (p, stored_index::<false>(slots[p]) as usize - 1))
+        .filter(|&(p, i)| p < home_slot(xxh3_64(ids[i].as_bytes()), s))
+        .map(|(_, i)| i)
+        .collect();
+    let from_first = wrapped.iter().filter(|&&i| ids[i].starts_with("early-")).count();
+    assert!(
+        from_first > 0 && from_first < wrapped.len(),
+        "{from_first} of {}",
+        wrapped.len()
+    );
+}
+
+#[test]
+fn tiny_maps_are_placed() {
+    for ids in [vec![], vec!["a"], vec!["a", "b"], vec!["", "x"], vec!["b", "a"]] {
+        let ids: Vec<String> = ids.into_iter().map(String::from).collect();
+        for options in ALL_WIDTHS {
+            check_placement(&ids, options);
+        }
+    }
+}
+
+fn expect_duplicate(ids: &[String], options: BuildOptions) {
+    let (first, second) = first_duplicate(ids).expect("a duplicate");
+    match IdMap::from_ids_with(ids, options) {
+        Err(Error::DuplicateId {
+            id,
+            first: f,
+            second: s,
+        }) => {
+            assert_eq!(id, ids[second]);
+            assert_eq!((f, s), (first as u64, second as u64), "{options:?}");
+        }
+        other => panic!("expected DuplicateId ({first}, {second}), got {other:?}"),
+    }
+}
+
+/// Duplicates at the ends, across the halves that the threads hash, far
+/// apart, and several at once, where the one whose second occurrence comes
+/// first must be named, with its first occurrence.
+#[test]
+fn duplicates_anywhere() {
+    let n = 100_000;
+    let base = sample_ids(n);
+    let cases: &[&[(usize, usize)]] = &[
+        &[(0, 1)],
+        &[(0, n - 1)],
+        &[(n - 2, n - 1)],
+        &[(n / 2 - 1, n / 2)],
+        &[(17, 99_000)],
+        &[(5_000, 6_000), (10, 7_000), (3, 5_999)],
+        // The same id three times: (first, second), not (second, third).
+        &[(100, 200), (100, 300)],
+        &[(100, 300), (200, 250)],
+    ];
+    for pairs in cases {
+        let mut ids = base.clone();
+        for &(a, b) in pairs.iter() {
+            ids[b] = ids[a].clone();
+        }
+        expect_duplicate(&ids, BuildOptions::default());
+        let small = ids[..3_000].to_vec();
+        if first_duplicate(&small).is_some() {
+            expect_duplicate(&small, ALL_WIDTHS[1]);
+        }
+    }
+}
+
+/// Duplicates inside long runs of equal home slots, which are searched by
+/// sorting rather than pair by pair, and in short runs next to them.
+#[test]
+fn duplicates_in_long_runs() {
+    let ids = colliding_ids();
+    let run: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].starts_with("end-")).collect();
+    let zero: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].starts_with("zero-")).collect();
+    let any: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].starts_with("any-")).collect();
+    let cases: Vec<Vec<(usize, usize)>> = vec![
+        vec![(run[0], run[1])],
+        vec![(run[3], run[59])],
+        vec![(run[10], run[40]), (run[5], run[30])],
+        vec![(run[0], run[50]), (zero[2], zero[15])],
+        vec![(any[3], any[70]), (run[20], run[21])],
+        vec![(run[0], run[10]), (run[0], run[20])],
+    ];
+    for pairs in cases {
+        let mut dup = ids.clone();
+        for (a, b) in pairs {
+            dup[b] = dup[a].clone();
+        }
+        for options in ALL_WIDTHS {
+            expect_duplicate(&dup, options);
+        }
+    }
+}
+
+/// Readers accept the slot placement of older writers, in-order insertion:
+/// a region holding it opens, verifies and answers every lookup. Its digest
+/// differs from the same ids built now.
+#[test]
+fn the_in_order_placement_still_reads() {
+    for ids in [colliding_ids(), sample_ids(5_000)] {
+        for options in ALL_WIDTHS {
+            let map = IdMap::from_ids_with(&ids, options).unwrap();
+            let mut region = map.region_bytes().to_vec();
+            let header = Header::decode(region[..HEADER_LEN].try_into().unwrap()).unwrap();
+            let l = header.layout;
+            let s = l.slot_count;
+            let mut slots = vec![0u64; s];
+            for (i, id) in ids.iter().enumerate() {
+                let h = xxh3_64(id.as_bytes());
+                let mut p = home_slot(h, s);
+                while slots[p] != 0 {
+                    p = (p + 1) % s;
+                }
+                slots[p] = if l.wide_slots {
+                    slot_value::<true>(h, i)
+                } else {
+                    slot_value::<false>(h, i)
+                };
+            }
+            let (head, body) = region.split_at_mut(l.body_start);
+            for (p, &v) in slots.iter().enumerate() {
+                let at = l.slots_start + p * l.slot_width();
+                if l.wide_slots {
+                    body[at..at + 8].copy_from_slice(&v.to_le_bytes());
+                } else {
+                    body[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+                }
+            }
+            // Seal again: block CRCs, table CRC, digest, header CRC.
+            for (k, block) in body.chunks(l.block_size).enumerate() {
+                let at = HEADER_LEN + 4 * k;
+                head[at..at + 4].copy_from_slice(&crc32fast::hash(block).to_le_bytes());
+            }
+            let resealed = Header {
+                layout: l,
+                digest: xxh3_128(body),
+                table_crc: crc32fast::hash(&head[HEADER_LEN..HEADER_LEN + l.table_entries_len()]),
+            };
+            head[..HEADER_LEN].copy_from_slice(&resealed.encode());
+            assert_ne!(slots, stored_slots(&map).0, "the placements differ");
+            assert_ne!(resealed.digest, map.digest());
+            let old = IdMap::open(source_of(&region, 0), 0, region.len()).unwrap();
+            assert_eq!(old.digest(), resealed.digest);
+            old.verify().unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                assert_eq!(old.index_of(id), Some(i as u32));
+                assert_eq!(old.id(i as u32), Some(id.as_str()));
+            }
+            assert_eq!(old.index_of("absent"), None);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Distinct random ids, small enough tables that homes collide and
+    /// runs wrap: the slot section is exactly the placement of FORMAT.md.
+    #[test]
+    fn placement_agrees_with_the_model(
+        raw in proptest::collection::vec("\\PC{0,5}", 0..400),
+        wide_slots: bool,
+        wide_offsets: bool,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<String> = raw.into_iter().filter(|id| seen.insert(id.clone())).collect();
+        let options = BuildOptions { force_wide_slots: wide_slots, force_wide_offsets: wide_offsets };
+        check_placement(&ids, options);
+    }
+
+    /// Random ids of a small alphabet with duplicates placed anywhere in up
+    /// to 5,000 ids.
+    #[test]
+    fn the_first_duplicate_is_named(
+        n in 2usize..5_000,
+        dups in proptest::collection::vec((any::<u32>(), any::<u32>()), 1..4),
+        wide_slots: bool,
+    ) {
+        let mut ids = sample_ids(n);
+        for (a, b) in dups {
+            let (a, b) = (a as usize % n, b as usize % n);
+            if a != b {
+                ids[a.max(b)] = ids[a.min(b)].clone();
+            }
+        }
+        let options = BuildOptions { force_wide_slots: wide_slots, force_wide_offsets: false };
+        match first_duplicate(&ids) {
+            Some(_) => expect_duplicate(&ids, options),
+            None => {
+                check_placement(&ids, options);
             }
         }
     }

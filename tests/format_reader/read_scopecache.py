@@ -522,6 +522,37 @@ def read_bitset(data: bytes, what: str, rec: dict, bits_limit: int) -> dict:
 # ---------------------------------------------------------------- §2.5
 
 
+def sorted_placement(placed: list, s: int) -> list:
+    """The writer's slot table (FORMAT.md §2.5): ids in (home, index) order,
+    each at max(home, the slot after the previous one); those that would
+    pass the last slot, in that order, into the lowest empty slots."""
+    table = [0] * s
+    nxt, wrapped = 0, []
+    for home, _, value in sorted(placed):
+        pos = max(home, nxt)
+        nxt = pos + 1
+        if pos < s:
+            table[pos] = value
+        else:
+            wrapped.append(value)
+    free = (p for p in range(s) if table[p] == 0)
+    for value in wrapped:
+        table[next(free)] = value
+    return table
+
+
+def in_order_placement(placed: list, s: int) -> list:
+    """The slot table of older writers: ids inserted in index order, each
+    at the first empty slot from its home."""
+    table = [0] * s
+    for home, _, value in placed:
+        pos = home
+        while table[pos]:
+            pos = pos + 1 if pos + 1 < s else 0
+        table[pos] = value
+    return table
+
+
 def read_mapping(data: bytes, k: int, rec: dict, ids_limit: int) -> dict:
     what = f"maps[{k}]"
     r = data[rec["offset"] : rec["offset"] + rec["len"]]
@@ -632,7 +663,7 @@ def read_mapping(data: bytes, k: int, rec: dict, ids_limit: int) -> dict:
                 f"{what}: body XXH3-128 {got:032x}, header {digest:032x}",
             )
         fp_mask = 0xFF if not wide_slots else 0xFFFF_FFFF
-        canonical = [0] * s
+        placed = []  # (home, index, slot value)
         for i, raw in enumerate(raw_ids):
             h = xxhash.xxh3_64_intdigest(raw, seed=0)
             home = (h * s) >> 64
@@ -655,15 +686,12 @@ def read_mapping(data: bytes, k: int, rec: dict, ids_limit: int) -> dict:
                     "mapping lookup",
                     f"{what}: id {i} ({ids[i]!r}) looked up as {found}",
                 )
-            # The writer's placement, rebuilt: ids inserted in index order.
-            pos = home
-            while canonical[pos]:
-                pos = pos + 1 if pos + 1 < s else 0
-            canonical[pos] = (fp << shift) | (i + 1)
-        if canonical != slots:
+            placed.append((home, i, (fp << shift) | (i + 1)))
+        if slots not in (sorted_placement(placed, s), in_order_placement(placed, s)):
             note(
                 "canonical slot table",
-                f"{what}: slot table differs from in-order insertion",
+                f"{what}: slot table is neither the sorted placement nor "
+                "the in-order one of older writers",
             )
     if n <= ids_limit:
         out["ids"] = ids
