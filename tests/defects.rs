@@ -378,7 +378,11 @@ fn corrupt_error_is_typed() {
 /// are refused at open, whichever order the regions come in.
 #[test]
 fn regions_overlapping_the_index_or_each_other_are_refused() {
-    for case in ["bitset inside the index", "bitsets overlap", "mapping over a bitset"] {
+    for case in [
+        "bitset inside the index",
+        "bitsets overlap",
+        "mapping over a bitset",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.cache");
         let cache = ScopeCache::open(&path, config()).unwrap();
@@ -401,7 +405,10 @@ fn regions_overlapping_the_index_or_each_other_are_refused() {
         testing::write(&mut file, sb, &idx, true);
         std::fs::write(&path, &file).unwrap();
         match ScopeCache::open(&path, config()) {
-            Err(e) => assert!(e.is_corruption() && e.to_string().contains("overlaps"), "{case}: {e}"),
+            Err(e) => assert!(
+                e.is_corruption() && e.to_string().contains("overlaps"),
+                "{case}: {e}"
+            ),
             Ok(_) => panic!("{case}: accepted"),
         }
     }
