@@ -4,6 +4,13 @@
 //! count and total length fix the layout), then the region is allocated
 //! once, the temporaries are moved into it and freed as they go, and the
 //! slots, the block table, the digest and the header are filled in.
+//!
+//! The slots are placed by [`place`], bucket by bucket, with no random write
+//! per id. Beyond the region, the build holds the chunks and the end
+//! offsets (4 bytes per id) while collecting, and 2 bytes per id while
+//! placing. From 65,536 ids the placement, and from a 4 MiB body the copies
+//! into the region and the digest, use a second thread (up to four for the
+//! placement); smaller maps start no thread.
 
 use xxhash_rust::xxh3::xxh3_128;
 
