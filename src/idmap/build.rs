@@ -4,6 +4,13 @@
 //! count and total length fix the layout), then the region is allocated
 //! once, the temporaries are moved into it and freed as they go, and the
 //! slots, the block table, the digest and the header are filled in.
+//!
+//! The slots are placed by [`place`], bucket by bucket, with no random write
+//! per id. Beyond the region, the build holds the chunks and the end
+//! offsets (4 bytes per id) while collecting, and 2 bytes per id while
+//! placing. From 65,536 ids the placement, and from a 4 MiB body the copies
+//! into the region and the digest, use a second thread (up to four for the
+//! placement); smaller maps start no thread.
 
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -31,8 +38,8 @@ pub(crate) struct BuildOptions {
 const MAX_CHUNK: usize = 32 << 20;
 /// First chunk size, so that small maps do not reserve megabytes.
 const MIN_CHUNK: usize = 4 << 10;
-/// Bodies below this size get their digest on the calling thread: a thread
-/// would cost more than it saves.
+/// Bodies below this size get their digest, and their offsets and strings
+/// copied, on the calling thread: a thread would cost more than it saves.
 const PARALLEL_DIGEST_MIN: usize = 4 << 20;
 
 /// Asks the kernel to back the whole 2 MiB pages inside the `len` bytes at
@@ -204,12 +211,20 @@ where
     {
         let (offsets, rest) = body.split_at_mut(layout.slots_start);
         let (slots, strings_section) = rest.split_at_mut(layout.strings_start - layout.slots_start);
-        ends.write(offsets, wide_offsets);
-        let mut at = 0;
-        // Each chunk is freed as soon as it is copied.
-        for chunk in strings.chunks {
-            strings_section[at..at + chunk.len()].copy_from_slice(&chunk);
-            at += chunk.len();
+        // The two sections fill on two threads for a large body: both are
+        // mostly first touches of fresh pages.
+        let jobs = vec![
+            Fill::Offsets(ends, &mut *offsets),
+            Fill::Strings(strings.chunks, &mut *strings_section),
+        ];
+        let fill = |job| match job {
+            Fill::Offsets(ends, section) => ends.write(section, wide_offsets),
+            Fill::Strings(chunks, section) => copy_chunks(chunks, section),
+        };
+        if layout.body_len >= PARALLEL_DIGEST_MIN {
+            place::in_parallel(jobs, fill)?;
+        } else {
+            jobs.into_iter().for_each(fill);
         }
         let ids = Ids {
             offsets,
@@ -238,6 +253,24 @@ where
         layout.region_len
     );
     Ok(IdMap::from_built(buf, header))
+}
+
+/// One of the two copies into the region before the slots are filled.
+enum Fill<'a> {
+    /// The end offsets into the offsets section.
+    Offsets(Ends, &'a mut [u8]),
+    /// The id bytes into the strings section.
+    Strings(Vec<Vec<u8>>, &'a mut [u8]),
+}
+
+/// Copies the chunks one after the other into `section`, freeing each as
+/// soon as it is copied. The chunks hold exactly the section's id bytes.
+fn copy_chunks(chunks: Vec<Vec<u8>>, section: &mut [u8]) {
+    let mut at = 0;
+    for chunk in chunks {
+        section[at..at + chunk.len()].copy_from_slice(&chunk);
+        at += chunk.len();
+    }
 }
 
 /// Read access to the offsets and strings sections while the slots are

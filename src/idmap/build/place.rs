@@ -266,7 +266,7 @@ fn share(n: usize, t: usize, parts: usize) -> usize {
 /// Runs `work` on every item, the first on the calling thread and each
 /// other on a thread of its own, and returns the results in item order. An
 /// item whose thread cannot be started is worked on by the calling thread.
-fn in_parallel<I: Send, R: Send>(items: Vec<I>, work: impl Fn(I) -> R + Sync) -> Result<Vec<R>> {
+pub(super) fn in_parallel<I: Send, R: Send>(items: Vec<I>, work: impl Fn(I) -> R + Sync) -> Result<Vec<R>> {
     if items.len() <= 1 {
         return Ok(items.into_iter().map(work).collect());
     }
