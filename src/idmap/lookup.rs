@@ -1,9 +1,11 @@
 //! Reading an id map: lookups by id and by position, batches, iteration.
 //!
-//! Every read goes through a bounds-checked `get`, and every byte range is
-//! passed to [`Inner::ensure`] before its bytes are trusted, so that a
-//! damaged body block is caught by its CRC rather than giving a wrong
-//! answer.
+//! Every read goes through a bounds-checked `get`, and every value read is
+//! checked before it is used. Until the map is ready (every body block has
+//! passed its CRC), every byte range is also passed to [`Inner::ensure`]
+//! before its bytes are trusted, so that a damaged block is caught by its
+//! CRC rather than giving a wrong answer; the `CHECK` parameter of the read
+//! functions chooses between the two paths.
 
 use std::iter::FusedIterator;
 
