@@ -222,8 +222,13 @@ impl IdMap {
     /// the region, about 9 bytes per id plus the id bytes (18 per id from
     /// 2^24 ids on), see [`region_len`](IdMap::region_len); the temporary
     /// copy of the ids is freed chunk by chunk as it moves into the region,
-    /// so the peak stays near the region's size. For a body of 4 MiB or
-    /// more the digest is computed on a second, short-lived thread.
+    /// so the peak stays near the region's size; placing the slots takes 2
+    /// more bytes per id while it runs. From 65,536 ids on, hashing and
+    /// placing the slots run on up to 4 short-lived threads (as many as the
+    /// machine has cores); for a body of 4 MiB or more the digest, and the
+    /// copy of the offsets and ids into the region, run on a second one.
+    /// Slots are written bucket by bucket (FORMAT.md §2.5), never one
+    /// random write per id.
     ///
     /// ```
     /// use scopecache::{Error, IdMap};
