@@ -16,7 +16,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use super::layout::{Header, Layout, BLOCK_SIZE, HEADER_LEN, MAX_IDS, WIDE_SLOTS_MIN_COUNT};
 use super::IdMap;
-use crate::source::AlignedBuf;
+use crate::source::{advise_huge_pages, AlignedBuf};
 use crate::{Error, Result};
 
 pub(super) mod place;
@@ -41,41 +41,6 @@ const MIN_CHUNK: usize = 4 << 10;
 /// Bodies below this size get their digest, and their offsets and strings
 /// copied, on the calling thread: a thread would cost more than it saves.
 const PARALLEL_DIGEST_MIN: usize = 4 << 20;
-
-/// Asks the kernel to back the whole 2 MiB pages inside the `len` bytes at
-/// `start`, an allocation this process owns, with huge pages when they are
-/// first touched.
-///
-/// Why: on a large map, every random access to the slots, offsets or
-/// strings would otherwise miss the TLB, and under virtualisation each such
-/// page walk costs about as much as the cache miss itself; first-touch page
-/// faults also drop 512-fold. It is only a hint: failure is ignored, and
-/// the bytes are neither read nor written.
-fn advise_huge_pages(start: *const u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        const PAGE: usize = 4096;
-        if len < 2 * HUGE {
-            return;
-        }
-        let start = start as usize;
-        let aligned = start.next_multiple_of(PAGE);
-        let len = (start + len - aligned) & !(PAGE - 1);
-        // SAFETY: the range lies inside an allocation this process owns;
-        // MADV_HUGEPAGE changes only how the kernel backs the pages, never
-        // their contents, so no Rust reference observes any change.
-        let rc = unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-        if rc != 0 {
-            log::debug!(
-                "madvise(MADV_HUGEPAGE) failed: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, len);
-}
 
 /// The id bytes, collected in chunks.
 struct Chunks {

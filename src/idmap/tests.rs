@@ -295,6 +295,17 @@ fn hostile_headers_are_refused() {
     assert_eq!(big_blocks.index_of("node-00000000"), Some(0));
 }
 
+/// Rewrites the CRCs of a region whose body, from `body_start`, is one
+/// block: the block's table entry, the table's CRC and the header's CRC.
+fn reseal_one_block(bad: &mut [u8], body_start: usize) {
+    let crc = crc32fast::hash(&bad[body_start..]);
+    bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&crc.to_le_bytes());
+    let table_crc = crc32fast::hash(&bad[HEADER_LEN..HEADER_LEN + 4]);
+    bad[56..60].copy_from_slice(&table_crc.to_le_bytes());
+    let header_crc = crc32fast::hash(&bad[0..60]);
+    bad[60..64].copy_from_slice(&header_crc.to_le_bytes());
+}
+
 /// A region that passes every CRC but holds nonsense: a slot table with no
 /// empty slot and out-of-range offsets. Lookups must end and must not panic.
 #[test]
@@ -310,14 +321,7 @@ fn consistent_checksums_over_nonsense() {
             for b in &mut bad[body_start..] {
                 *b = fill;
             }
-            // Re-seal: block CRCs, table CRC, header CRC.
-            let body = bad[body_start..].to_vec();
-            let crc = crc32fast::hash(&body);
-            bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&crc.to_le_bytes());
-            let table_crc = crc32fast::hash(&bad[HEADER_LEN..HEADER_LEN + 4]);
-            bad[56..60].copy_from_slice(&table_crc.to_le_bytes());
-            let header_crc = crc32fast::hash(&bad[0..60]);
-            bad[60..64].copy_from_slice(&header_crc.to_le_bytes());
+            reseal_one_block(&mut bad, body_start);
             let opened = IdMap::open(source_of(&bad, 0), 0, bad.len()).unwrap();
             for id in &ids {
                 let _ = opened.index_of(id);
@@ -451,13 +455,7 @@ fn ready_maps_still_check_what_they_read() {
         let w = map.inner.layout.offset_width();
         let at = body_start + ids.len() * w;
         bad[at..at + w].fill(0xEE);
-        // Re-seal the one block, the table and the header.
-        let crc = crc32fast::hash(&bad[body_start..]);
-        bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&crc.to_le_bytes());
-        let table_crc = crc32fast::hash(&bad[HEADER_LEN..HEADER_LEN + 4]);
-        bad[56..60].copy_from_slice(&table_crc.to_le_bytes());
-        let header_crc = crc32fast::hash(&bad[0..60]);
-        bad[60..64].copy_from_slice(&header_crc.to_le_bytes());
+        reseal_one_block(&mut bad, body_start);
         let opened = IdMap::open(source_of(&bad, 0), 0, bad.len()).unwrap();
         assert_eq!(opened.inner.layout.block_count, 1);
         assert_eq!(opened.index_of(&ids[0]), Some(0));

@@ -52,7 +52,8 @@ use xxhash_rust::xxh3::xxh3_64;
 
 use super::super::layout::{home_slot, Layout};
 use super::super::lookup::{fingerprint, slot_value, stored_index};
-use super::{advise_huge_pages, Ids};
+use super::Ids;
+use crate::source::advise_huge_pages;
 use crate::{Error, Result};
 
 /// log2 of [`BUCKET_SLOTS`].
