@@ -10,6 +10,10 @@ use std::path::Path;
 /// and the bytes a published index points to are never written again.
 pub(crate) trait RegionSource: Send + Sync + 'static {
     /// All bytes of the source.
+    ///
+    /// Contract: every call returns the same slice (same address, same
+    /// length), and its bytes do not change, for as long as the source
+    /// lives. Readers in place locate their sections once and rely on it.
     fn bytes(&self) -> &[u8];
     /// The file the bytes come from, for error messages (empty for heap buffers).
     fn path(&self) -> &Path;

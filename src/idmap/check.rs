@@ -85,7 +85,8 @@ impl Inner {
 
     /// Every check there is; see [`IdMap::verify`].
     fn verify_all(&self) -> Result<(), Fault> {
-        let body = self.body()?;
+        let sections = self.body()?;
+        let body = sections.body;
         let l = &self.layout;
         if body.len() != l.body_len {
             return Err(self.fault(|| "id map: body length differs from its layout".to_string()));
@@ -117,10 +118,10 @@ impl Inner {
         // ids are equal, since a lookup of the later of two equal ids would
         // stop at the earlier one.
         self.find_batch(
-            body,
+            sections,
             false,
             l.count,
-            |i| self.id_bytes::<true>(body, i),
+            |i| self.id_bytes::<true>(sections, i),
             |i, found| {
                 if found == Some(i as u32) {
                     Ok(())

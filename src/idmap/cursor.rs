@@ -4,6 +4,7 @@
 //! it once. It reads through the same [`Inner::id_str`], so a damaged map
 //! faults the same way.
 
+use super::sections::Sections;
 use super::{Fault, IdMap, Inner};
 use crate::Result;
 
@@ -12,7 +13,7 @@ pub(crate) struct IdCursor<'a> {
     inner: &'a Inner,
     /// The body and whether the map was ready (see [`Inner::view`]), or the
     /// fault that finding it raised.
-    view: std::result::Result<(&'a [u8], bool), Fault>,
+    view: std::result::Result<(&'a Sections<'a>, bool), Fault>,
 }
 
 impl IdMap {

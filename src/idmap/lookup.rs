@@ -12,6 +12,7 @@ use std::iter::FusedIterator;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::layout::home_slot;
+use super::sections::Sections;
 use super::{Fault, IdMap, Inner};
 use crate::{Error, Result};
 
@@ -77,6 +78,30 @@ pub(crate) fn prefetch(bytes: &[u8], pos: usize) {
     let _ = (bytes, pos);
 }
 
+/// Whether every byte of `b` is below 0x80: as `<[u8]>::is_ascii`, in a
+/// few loads rather than a byte loop for the short strings ids usually
+/// are. For 1 to 16 bytes the first and the last word of the widest size
+/// that fits overlap, and between them cover every byte.
+#[inline(always)]
+pub(super) fn is_ascii(b: &[u8]) -> bool {
+    const HIGH8: u64 = 0x8080_8080_8080_8080;
+    const HIGH4: u32 = 0x8080_8080;
+    if let (Some(first), Some(last)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        if b.len() <= 16 {
+            return (u64::from_le_bytes(*first) | u64::from_le_bytes(*last)) & HIGH8 == 0;
+        }
+        return b.is_ascii();
+    }
+    if let (Some(first), Some(last)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return (u32::from_le_bytes(*first) | u32::from_le_bytes(*last)) & HIGH4 == 0;
+    }
+    // 0 to 3 bytes: the first, middle and last byte are all of them.
+    match (b.first(), b.get(b.len() / 2), b.last()) {
+        (Some(x), Some(y), Some(z)) => (x | y | z) & 0x80 == 0,
+        _ => true,
+    }
+}
+
 /// Slots a batch lookup prefetches from the home slot: the expected probe
 /// count at load 0.8 is about 3, and runs longer than this are rare.
 const WINDOW: usize = 8;
@@ -91,68 +116,46 @@ const GROUP: usize = 32;
 impl Inner {
     /// Reads slot `p`, after checking its block if `CHECK`.
     #[inline(always)]
-    fn slot<const WIDE: bool, const CHECK: bool>(&self, body: &[u8], p: usize) -> Result<u64, Fault> {
-        let l = &self.layout;
-        // Cannot overflow: p < slot_count and the slot section fits in the body.
-        let pos = l.slots_start + p * if WIDE { 8 } else { 4 };
+    fn slot<const WIDE: bool, const CHECK: bool>(&self, b: &Sections<'_>, p: usize) -> Result<u64, Fault> {
         if CHECK {
-            self.ensure(body, pos, pos + if WIDE { 8 } else { 4 })?;
+            let w = self.layout.slot_width();
+            // Cannot overflow: p < slot_count and the slot section fits in the body.
+            let pos = self.layout.slots_start + p * w;
+            self.ensure(b.body, pos, pos + w)?;
         }
-        let v = if WIDE {
-            read_u64(body, pos)
-        } else {
-            read_u32(body, pos).map(u64::from)
-        };
-        v.ok_or_else(|| self.fault(|| format!("id map: slot {p} lies outside the body")))
-    }
-
-    /// The byte range of id `i` in the strings section, as body positions,
-    /// after checking the blocks of both offsets if `CHECK`.
-    #[inline(always)]
-    fn id_range<const CHECK: bool>(&self, body: &[u8], i: usize) -> Result<(usize, usize), Fault> {
-        let l = &self.layout;
-        let w = l.offset_width();
-        // Cannot overflow: i < count and the offsets section holds count + 1 entries.
-        let pos = i * w;
-        if CHECK {
-            self.ensure(body, pos, pos + 2 * w)?;
-        }
-        let pair = if l.wide_offsets {
-            read_u64(body, pos).zip(read_u64(body, pos + 8))
-        } else {
-            read_u32(body, pos)
-                .zip(read_u32(body, pos + 4))
-                .map(|(a, b)| (u64::from(a), u64::from(b)))
-        };
-        match pair {
-            Some((a, b)) if a <= b && b <= l.strings_len as u64 => {
-                // Both are at most strings_len, a usize, and strings_start +
-                // strings_len lies inside the body.
-                Ok((l.strings_start + a as usize, l.strings_start + b as usize))
-            }
-            _ => Err(self.fault(|| {
-                format!(
-                    "id map: offsets of id {i} are {pair:?}, not an ordered pair within {} string bytes",
-                    l.strings_len
-                )
-            })),
-        }
+        b.slot::<WIDE>(p)
+            .ok_or_else(|| self.fault(|| format!("id map: slot {p} lies outside the body")))
     }
 
     /// The bytes of id `i`, which must be below the count, after checking
-    /// their blocks if `CHECK`.
+    /// the blocks of its offsets and its bytes if `CHECK`.
     #[inline(always)]
     pub(super) fn id_bytes<'a, const CHECK: bool>(
         &self,
-        body: &'a [u8],
+        b: &Sections<'a>,
         i: usize,
     ) -> Result<&'a [u8], Fault> {
-        let (a, b) = self.id_range::<CHECK>(body, i)?;
+        let l = &self.layout;
         if CHECK {
-            self.ensure(body, a, b)?;
+            let w = l.offset_width();
+            // Cannot overflow: i < count and the offsets section holds count + 1 entries.
+            self.ensure(b.body, i * w, (i + 2) * w)?;
         }
-        body.get(a..b)
-            .ok_or_else(|| self.fault(|| format!("id map: id {i} lies outside the body")))
+        let Some((a, bytes)) = b.id(i) else {
+            return Err(self.fault(|| {
+                format!(
+                    "id map: offsets of id {i} are {:?}, not an ordered pair within {} string bytes",
+                    b.offsets_of(i),
+                    l.strings_len
+                )
+            }));
+        };
+        if CHECK {
+            // Cannot overflow: the id lies inside the strings, inside the body.
+            let start = l.strings_start + a;
+            self.ensure(b.body, start, start + bytes.len())?;
+        }
+        Ok(bytes)
     }
 
     /// The id at position `index`, `None` if it is not below the count;
@@ -164,7 +167,7 @@ impl Inner {
     #[inline(always)]
     pub(super) fn id_str<'a>(
         &self,
-        body: &'a [u8],
+        body: &Sections<'a>,
         ready: bool,
         index: u32,
     ) -> Result<Option<&'a str>, Fault> {
@@ -177,7 +180,7 @@ impl Inner {
         } else {
             self.id_bytes::<true>(body, i)?
         };
-        if bytes.is_ascii() {
+        if is_ascii(bytes) {
             // SAFETY: every byte is below 0x80, and a sequence of ASCII
             // bytes is valid UTF-8, whatever the file holds.
             return Ok(Some(unsafe { std::str::from_utf8_unchecked(bytes) }));
@@ -200,7 +203,7 @@ impl Inner {
     #[inline(always)]
     fn find_in<const WIDE: bool, const CHECK: bool>(
         &self,
-        body: &[u8],
+        body: &Sections<'_>,
         key: &[u8],
         h: u64,
     ) -> Result<Option<u32>, Fault> {
@@ -243,7 +246,13 @@ impl Inner {
     /// The position of the id with bytes `key` and hash `h`; `ready` as
     /// [`Inner::view`] gave it.
     #[inline(always)]
-    pub(super) fn find(&self, body: &[u8], ready: bool, key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
+    pub(super) fn find(
+        &self,
+        body: &Sections<'_>,
+        ready: bool,
+        key: &[u8],
+        h: u64,
+    ) -> Result<Option<u32>, Fault> {
         match (self.layout.wide_slots, ready) {
             (false, true) => self.find_in::<false, false>(body, key, h),
             (false, false) => self.find_in::<false, true>(body, key, h),
@@ -259,7 +268,7 @@ impl Inner {
     /// prefetch and, for a ready map, as the answer once the candidate's
     /// id is compared; every other case goes through the full lookup.
     #[inline(always)]
-    fn hint<const WIDE: bool>(&self, body: &[u8], h: u64) -> Hint {
+    fn hint<const WIDE: bool>(&self, body: &Sections<'_>, h: u64) -> Hint {
         let l = &self.layout;
         let s = l.slot_count;
         if s == 0 {
@@ -268,13 +277,7 @@ impl Inner {
         let want = fingerprint::<WIDE>(slot_value::<WIDE>(h, 0));
         let mut p = home_slot(h, s);
         for _ in 0..WINDOW {
-            let pos = l.slots_start + p * if WIDE { 8 } else { 4 };
-            let v = if WIDE {
-                read_u64(body, pos)
-            } else {
-                read_u32(body, pos).map(u64::from)
-            };
-            match v {
+            match body.slot::<WIDE>(p) {
                 None => return Hint::Unknown,
                 Some(0) => return Hint::Absent,
                 Some(v) if fingerprint::<WIDE>(v) == want => {
@@ -299,7 +302,7 @@ impl Inner {
     /// group overlap; see `GROUP`.
     pub(super) fn find_batch<'k, K, E>(
         &self,
-        body: &[u8],
+        body: &Sections<'_>,
         ready: bool,
         count: usize,
         key: K,
@@ -320,7 +323,7 @@ impl Inner {
     #[inline(always)]
     fn find_batch_in<'k, const WIDE: bool, const CHECK: bool, K, E>(
         &self,
-        body: &[u8],
+        body: &Sections<'_>,
         count: usize,
         key: K,
         emit: &mut E,
@@ -335,7 +338,7 @@ impl Inner {
         let mut hashes = [0u64; GROUP];
         let mut keys: [&[u8]; GROUP] = [&[]; GROUP];
         let mut hints = [Hint::Unknown; GROUP];
-        let mut ranges = [None::<(usize, usize)>; GROUP];
+        let mut ids = [None::<&[u8]>; GROUP];
         let mut first = 0;
         while first < count {
             let group = (count - first).min(GROUP);
@@ -346,33 +349,26 @@ impl Inner {
                 keys[k] = bytes;
                 if l.slot_count > 0 {
                     let pos = l.slots_start + home_slot(h, l.slot_count) * sw;
-                    prefetch(body, pos);
-                    prefetch(body, pos + WINDOW * sw - 1);
+                    prefetch(body.body, pos);
+                    prefetch(body.body, pos + WINDOW * sw - 1);
                 }
             }
             for k in 0..group {
                 hints[k] = self.hint::<WIDE>(body, hashes[k]);
                 if let Hint::Candidate(c) = hints[k] {
-                    prefetch(body, c * ow);
+                    prefetch(body.body, c * ow);
                 }
             }
             for k in 0..group {
-                ranges[k] = None;
-                if let Hint::Candidate(c) = hints[k] {
-                    // Unchecked reads, as for the hint: a range that is not
-                    // within the strings is left to the full lookup.
-                    let pair = if l.wide_offsets {
-                        read_u64(body, c * ow).zip(read_u64(body, c * ow + 8))
-                    } else {
-                        read_u32(body, c * ow)
-                            .zip(read_u32(body, c * ow + 4))
-                            .map(|(a, b)| (u64::from(a), u64::from(b)))
-                    };
-                    if let Some((a, b)) = pair.filter(|&(a, b)| a <= b && b <= l.strings_len as u64) {
-                        let range = (l.strings_start + a as usize, l.strings_start + b as usize);
-                        prefetch(body, range.0);
-                        ranges[k] = Some(range);
-                    }
+                // Read without block checks, as for the hint: offsets that
+                // are not an ordered pair within the strings are left to
+                // the full lookup.
+                ids[k] = match hints[k] {
+                    Hint::Candidate(c) => body.id(c).map(|(_, id)| id),
+                    _ => None,
+                };
+                if let Some(id) = ids[k] {
+                    prefetch(id, 0);
                 }
             }
             for k in 0..group {
@@ -381,11 +377,9 @@ impl Inner {
                 // read first, in the same order. A checking map, a
                 // fingerprint that matched another id, or a long run take
                 // the full lookup.
-                let quick = match (CHECK, hints[k], ranges[k]) {
+                let quick = match (CHECK, hints[k], ids[k]) {
                     (false, Hint::Absent, _) => Some(None),
-                    (false, Hint::Candidate(c), Some((a, b))) if body.get(a..b) == Some(keys[k]) => {
-                        Some(Some(c as u32))
-                    }
+                    (false, Hint::Candidate(c), Some(id)) if id == keys[k] => Some(Some(c as u32)),
                     _ => None,
                 };
                 let found = match quick {
@@ -469,7 +463,9 @@ impl IdMap {
     /// ```
     #[inline]
     pub fn id(&self, index: u32) -> Option<&str> {
-        self.try_id(index).ok().flatten()
+        let inner = &*self.inner;
+        let (body, ready) = inner.view().ok()?;
+        inner.id_str(body, ready, index).ok().flatten()
     }
 
     /// The id at position `index`: `Ok(None)` if `index >= len()`, and

@@ -48,6 +48,7 @@ mod check;
 mod cursor;
 mod layout;
 mod lookup;
+mod sections;
 #[cfg(test)]
 mod tests;
 
@@ -61,6 +62,7 @@ use crate::{Error, Result};
 pub(crate) use build::BuildOptions;
 pub(crate) use cursor::IdCursor;
 use layout::{Header, Layout};
+use sections::Sections;
 
 /// A bijection between `N` distinct id strings and the positions `0..N`.
 ///
@@ -138,6 +140,15 @@ const CORRUPT: u8 = 2;
 /// The shared state behind an [`IdMap`].
 struct Inner {
     backing: Backing,
+    /// The body, `backing`'s region from `layout.body_start` to
+    /// `layout.region_len`, cut into its sections once when the map is
+    /// made, so that a read reaches an entry in one load rather than
+    /// through the source. Lent out only by [`Inner::sections`].
+    ///
+    /// Invariant: the bytes belong to `backing`, which this `Inner` owns and
+    /// never changes, and stay at one address, unchanged, for as long as
+    /// `backing` lives; see [`locate_body`].
+    sections: Sections<'static>,
     layout: Layout,
     digest: u128,
     /// Bit `k` set: body block `k` has passed its CRC check.
@@ -158,7 +169,33 @@ struct Inner {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Fault;
 
+/// The sections of a map over `backing` with layout `layout`, as
+/// [`Inner::sections`] holds them.
+fn locate_body(backing: &Backing, layout: &Layout) -> Sections<'static> {
+    let body = backing
+        .region()
+        .get(layout.body_start..layout.region_len)
+        .unwrap_or(&[]);
+    // SAFETY: the bytes are not copied, only the borrow's lifetime is
+    // extended, and the result is stored beside `backing` in one `Inner`,
+    // which lends it only for as long as it is itself borrowed. The bytes
+    // stay valid and unchanged at this address for as long as `backing`
+    // lives: a heap buffer (`Backing::Heap`) is never written once wrapped,
+    // and moving it does not move its allocation; a shared source's
+    // `bytes()` returns the same slice on every call (the `RegionSource`
+    // contract), of a mapping that outlives it and, by the commit protocol,
+    // is never written where a published region lies.
+    let body: &'static [u8] = unsafe { std::slice::from_raw_parts(body.as_ptr(), body.len()) };
+    Sections::new(body, layout)
+}
+
 impl Inner {
+    /// The body's sections, borrowed for as long as `self` is.
+    #[inline(always)]
+    fn sections(&self) -> &Sections<'_> {
+        &self.sections
+    }
+
     /// Records a failed check: marks the map corrupt and logs once.
     #[cold]
     #[inline(never)]
@@ -188,24 +225,20 @@ impl Inner {
     /// The body bytes and whether every block is known good (so reads may
     /// skip the block checks), or a fault if the map is known corrupt.
     ///
-    /// One atomic load and one bounds check: the whole per-call cost of the
-    /// integrity bookkeeping once the map is [`READY`].
+    /// One atomic load: the whole per-call cost of the integrity
+    /// bookkeeping once the map is [`READY`].
     #[inline(always)]
-    fn view(&self) -> std::result::Result<(&[u8], bool), Fault> {
+    fn view(&self) -> std::result::Result<(&Sections<'_>, bool), Fault> {
         let mode = self.mode.load(Ordering::Relaxed);
         if mode == CORRUPT {
             return Err(Fault);
         }
-        let l = &self.layout;
-        match self.backing.region().get(l.body_start..l.region_len) {
-            Some(body) => Ok((body, mode == READY)),
-            None => Err(self.fault(|| "id map: region is shorter than its layout".to_string())),
-        }
+        Ok((self.sections(), mode == READY))
     }
 
-    /// The body bytes, or a fault if the map is already known corrupt.
+    /// The body's sections, or a fault if the map is already known corrupt.
     #[inline(always)]
-    fn body(&self) -> std::result::Result<&[u8], Fault> {
+    fn body(&self) -> std::result::Result<&Sections<'_>, Fault> {
         self.view().map(|(body, _)| body)
     }
 }
@@ -264,9 +297,11 @@ impl IdMap {
 
     /// Wraps a freshly built region. Every block is known good.
     fn from_built(buf: AlignedBuf, header: Header) -> IdMap {
+        let backing = Backing::Heap(buf);
         IdMap {
             inner: Arc::new(Inner {
-                backing: Backing::Heap(buf),
+                sections: locate_body(&backing, &header.layout),
+                backing,
                 layout: header.layout,
                 digest: header.digest,
                 verified: Box::new([]),
@@ -338,9 +373,11 @@ impl IdMap {
         };
         let words = header.layout.block_count.div_ceil(64);
         let verified = (0..words).map(|_| AtomicU64::new(0)).collect();
+        let backing = Backing::Shared { source, offset, len };
         Ok(IdMap {
             inner: Arc::new(Inner {
-                backing: Backing::Shared { source, offset, len },
+                sections: locate_body(&backing, &header.layout),
+                backing,
                 layout: header.layout,
                 digest: header.digest,
                 verified,

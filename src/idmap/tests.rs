@@ -896,3 +896,46 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_short_ascii_test_agrees_with_the_standard_one() {
+    // Every length up to past the word-wise cases, all ASCII, and with one
+    // byte of 0x80 or more at each position in turn.
+    for len in 0..40usize {
+        let clean: Vec<u8> = (0..len).map(|k| b'a' + (k % 26) as u8).collect();
+        assert!(super::lookup::is_ascii(&clean), "len {len}");
+        for at in 0..len {
+            for high in [0x80u8, 0xC3, 0xFF] {
+                let mut dirty = clean.clone();
+                dirty[at] = high;
+                assert_eq!(
+                    super::lookup::is_ascii(&dirty),
+                    dirty.is_ascii(),
+                    "len {len}, byte {at}"
+                );
+                assert!(!super::lookup::is_ascii(&dirty), "len {len}, byte {at}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_non_ascii_id_is_read_whole() {
+    // Ids of 1 to 20 bytes with a multi-byte character at either end or in
+    // the middle: each goes through the full UTF-8 check and comes back whole.
+    let mut ids = Vec::new();
+    for n in 0..18 {
+        let body = "x".repeat(n);
+        ids.push(format!("é{body}"));
+        ids.push(format!("{body}é"));
+        ids.push(format!("{}ü{}", &body[..n / 2], &body[n / 2..]));
+    }
+    ids.sort();
+    ids.dedup();
+    let map = IdMap::from_ids(&ids).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(map.id(i as u32), Some(id.as_str()));
+        assert_eq!(map.try_id(i as u32).unwrap(), Some(id.as_str()));
+        assert_eq!(map.index_of(id), Some(i as u32));
+    }
+}
