@@ -939,3 +939,26 @@ fn a_non_ascii_id_is_read_whole() {
         assert_eq!(map.index_of(id), Some(i as u32));
     }
 }
+
+#[test]
+fn the_short_comparison_agrees_with_the_standard_one() {
+    // Equal slices of every length up to past the word-wise cases, and for
+    // each a copy differing in one byte at each position, or one byte
+    // shorter: the word-wise comparison must see every byte.
+    for len in 0..48usize {
+        let a: Vec<u8> = (0..len).map(|k| (k * 37 + 11) as u8).collect();
+        assert!(super::lookup::same_bytes(&a, &a.clone()), "len {len}");
+        for at in 0..len {
+            let mut b = a.clone();
+            b[at] ^= 0x01;
+            assert!(!super::lookup::same_bytes(&a, &b), "len {len}, byte {at}");
+            b[at] ^= 0x81;
+            assert!(!super::lookup::same_bytes(&b, &a), "len {len}, byte {at}");
+        }
+        if len > 0 {
+            assert!(!super::lookup::same_bytes(&a, &a[..len - 1]), "len {len}");
+            let (x, y) = (&a[1..], &a[..len - 1]);
+            assert_eq!(super::lookup::same_bytes(x, y), x == y, "len {len}");
+        }
+    }
+}
