@@ -96,18 +96,15 @@ impl Engine {
     }
 }
 
-/// Random node ids each reader of the scaling test cycles through.
-const READER_KEYS: usize = 1 << 16;
-
 impl Engine {
     /// One reader of the scaling test: opens the store, gets `scope-1`,
-    /// makes `READER_KEYS` random node ids from `seed` and looks each up
+    /// makes `keys` random node ids from `seed` and looks each up
     /// once (faulting in what it reads); then prints `ready`, waits for a
     /// line on stdin, and does id -> index lookups each followed by a test of
     /// that node's bit until `dur` has passed. Returns the operations done,
     /// the seconds they took and the CPU seconds the process used for them.
-    pub fn reader(self, dir: &Path, n: usize, seed: u64, dur: Duration) -> Res<Value> {
-        let pos = workload::random_positions(READER_KEYS, n, seed);
+    pub fn reader(self, dir: &Path, n: usize, keys: usize, seed: u64, dur: Duration) -> Res<Value> {
+        let pos = workload::random_positions(keys, n, seed);
         let buf = workload::KeyBuf::from_positions(&pos, workload::node_id);
         let keys = buf.slices();
         match self {

@@ -29,6 +29,11 @@
 //!   `--reader-ms` (default 2000) after all have opened the store and
 //!   looked every key up once. Reported: the aggregate rate, its ratio to
 //!   one reader's, and the CPUs the readers got (the machine is shared).
+//!   Each reader cycles through `--reader-keys` ids (default 65,536): at
+//!   4M nodes, about 12 MB of the file's cache lines per reader, so that
+//!   more readers than cores, time-sliced, need more cache between them
+//!   than one reader alone; a larger count puts one reader's lines past
+//!   the cache as well.
 //!
 //! Disk: allocated bytes of the engine's files, for 1 scope and for 50
 //! scopes sharing one pair of mappings (the mappings stored once and 50
@@ -67,6 +72,7 @@ struct Opts {
     engines: Vec<Engine>,
     readers: usize,
     reader_ms: u64,
+    reader_keys: usize,
     load_before: String,
 }
 
@@ -78,7 +84,7 @@ fn load_average() -> String {
 }
 
 const USAGE: &str = "usage: scopecache-compare [--nodes N] [--links L] [--runs R] [--dir DIR] \
-[--skip-python] [--python-script PATH] [--engines scopecache,lmdb,redb] [--readers N] [--reader-ms MS] [--json]";
+[--skip-python] [--python-script PATH] [--engines scopecache,lmdb,redb] [--readers N] [--reader-ms MS] [--reader-keys K] [--json]";
 
 fn parse_opts(args: &[String]) -> Res<Opts> {
     let mut o = Opts {
@@ -92,6 +98,7 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
         engines: Engine::ALL.to_vec(),
         readers: 8,
         reader_ms: 2000,
+        reader_keys: 1 << 16,
         load_before: load_average(),
     };
     let mut it = args.iter();
@@ -103,6 +110,7 @@ fn parse_opts(args: &[String]) -> Res<Opts> {
             "--runs" => o.runs = val()?.parse()?,
             "--readers" => o.readers = val()?.parse()?,
             "--reader-ms" => o.reader_ms = val()?.parse()?,
+            "--reader-keys" => o.reader_keys = val()?.parse()?,
             "--dir" => o.dir = PathBuf::from(val()?),
             "--python-script" => o.python = Some(PathBuf::from(val()?)),
             "--engines" => {
@@ -189,7 +197,8 @@ fn child(args: &[String]) -> Res<()> {
         "reader" => {
             let seed: u64 = rest.first().ok_or("reader needs a seed")?.parse()?;
             let ms: u64 = rest.get(1).ok_or("reader needs a duration")?.parse()?;
-            engine.reader(&dir, n, seed, Duration::from_millis(ms))?
+            let keys: usize = rest.get(2).ok_or("reader needs a key count")?.parse()?;
+            engine.reader(&dir, n, keys, seed, Duration::from_millis(ms))?
         }
         "read" => {
             let r = engine.read_bench(&dir, n, l)?;
@@ -220,7 +229,7 @@ fn minor_faults() -> i64 {
 /// together and run for `ms` milliseconds. Returns the aggregate operations
 /// per second (each child's operations over its own time, summed) and the
 /// CPU seconds per wall second the readers used together.
-fn scale(engine: Engine, dir: &Path, n: usize, l: usize, readers: usize, ms: u64) -> Res<(f64, f64)> {
+fn scale(engine: Engine, dir: &Path, n: usize, l: usize, readers: usize, ms: u64, keys: usize) -> Res<(f64, f64)> {
     use std::io::{BufRead, BufReader, Write};
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
@@ -248,6 +257,7 @@ fn scale(engine: Engine, dir: &Path, n: usize, l: usize, readers: usize, ms: u64
                 l.to_string(),
                 (1000 + r).to_string(),
                 ms.to_string(),
+                keys.to_string(),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -514,8 +524,8 @@ fn run(o: &Opts) -> Res<()> {
                 ll.clone(),
             ])?;
             if o.readers > 0 {
-                let (one, one_cpu) = scale(engine, &dir, o.nodes, o.links, 1, o.reader_ms)?;
-                let (many, many_cpu) = scale(engine, &dir, o.nodes, o.links, o.readers, o.reader_ms)?;
+                let (one, one_cpu) = scale(engine, &dir, o.nodes, o.links, 1, o.reader_ms, o.reader_keys)?;
+                let (many, many_cpu) = scale(engine, &dir, o.nodes, o.links, o.readers, o.reader_ms, o.reader_keys)?;
                 s.push("scale1_mops", Some(one / 1e6));
                 s.push("scale_mops", Some(many / 1e6));
                 s.push("scale_ratio", Some(many / one));
