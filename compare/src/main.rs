@@ -229,7 +229,15 @@ fn minor_faults() -> i64 {
 /// together and run for `ms` milliseconds. Returns the aggregate operations
 /// per second (each child's operations over its own time, summed) and the
 /// CPU seconds per wall second the readers used together.
-fn scale(engine: Engine, dir: &Path, n: usize, l: usize, readers: usize, ms: u64, keys: usize) -> Res<(f64, f64)> {
+fn scale(
+    engine: Engine,
+    dir: &Path,
+    n: usize,
+    l: usize,
+    readers: usize,
+    ms: u64,
+    keys: usize,
+) -> Res<(f64, f64)> {
     use std::io::{BufRead, BufReader, Write};
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
@@ -525,7 +533,15 @@ fn run(o: &Opts) -> Res<()> {
             ])?;
             if o.readers > 0 {
                 let (one, one_cpu) = scale(engine, &dir, o.nodes, o.links, 1, o.reader_ms, o.reader_keys)?;
-                let (many, many_cpu) = scale(engine, &dir, o.nodes, o.links, o.readers, o.reader_ms, o.reader_keys)?;
+                let (many, many_cpu) = scale(
+                    engine,
+                    &dir,
+                    o.nodes,
+                    o.links,
+                    o.readers,
+                    o.reader_ms,
+                    o.reader_keys,
+                )?;
                 s.push("scale1_mops", Some(one / 1e6));
                 s.push("scale_mops", Some(many / 1e6));
                 s.push("scale_ratio", Some(many / one));
