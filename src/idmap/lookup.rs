@@ -289,6 +289,16 @@ impl Inner {
         key: &[u8],
         h: u64,
     ) -> Result<Option<u32>, Fault> {
+        if ready && !self.layout.wide_slots {
+            return self.find_in::<false, false>(body, key, h);
+        }
+        self.find_other(body, ready, key, h)
+    }
+
+    /// [`Inner::find`] for a map that is not ready or has wide slots: out
+    /// of line, so that the common case inlines into its caller alone.
+    #[inline(never)]
+    fn find_other(&self, body: &Sections<'_>, ready: bool, key: &[u8], h: u64) -> Result<Option<u32>, Fault> {
         match (self.layout.wide_slots, ready) {
             (false, true) => self.find_in::<false, false>(body, key, h),
             (false, false) => self.find_in::<false, true>(body, key, h),
