@@ -38,6 +38,13 @@ impl Engine {
         }
     }
 
+    /// Whether several processes can read one store at once: redb locks
+    /// its file for the one process that has it open, so it has no reader
+    /// scaling test.
+    pub fn multi_process_readers(self) -> bool {
+        !matches!(self, Engine::Redb)
+    }
+
     pub fn parse(s: &str) -> Res<Engine> {
         Engine::ALL
             .into_iter()

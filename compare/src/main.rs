@@ -531,7 +531,7 @@ fn run(o: &Opts) -> Res<()> {
                 nn.clone(),
                 ll.clone(),
             ])?;
-            if o.readers > 0 {
+            if o.readers > 0 && engine.multi_process_readers() {
                 let (one, one_cpu) = scale(engine, &dir, o.nodes, o.links, 1, o.reader_ms, o.reader_keys)?;
                 let (many, many_cpu) = scale(
                     engine,
@@ -748,6 +748,11 @@ fn table(
                     "{name}: 1 reader used {a:.2} CPUs, {} readers at once {b:.2} CPUs (of {})",
                     o.readers,
                     std::thread::available_parallelism().map_or(0, |n| n.get())
+                );
+            } else if name == Engine::Redb.name() {
+                let _ = writeln!(
+                    out,
+                    "{name}: no reader scaling (a redb file is open in one process at a time)"
                 );
             }
         }
