@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -104,10 +105,15 @@ def resolve_cache_file(cache_dir: str | os.PathLike[str]) -> Path:
     itself for an existing file, or for a missing path with a suffix
     (``/data/scopes.cache``)."""
     p = Path(cache_dir)
-    if p.is_dir():
-        return p / CACHE_FILE_NAME
-    if p.exists():
-        return p
+    # One stat decides between a directory and a file: with two checks
+    # (is_dir, then exists), a directory another process created between
+    # them would be taken for the cache file itself.
+    try:
+        is_dir = stat.S_ISDIR(p.stat().st_mode)
+    except FileNotFoundError:
+        pass
+    else:
+        return p / CACHE_FILE_NAME if is_dir else p
     if p.suffix:
         p.parent.mkdir(parents=True, exist_ok=True)
         return p

@@ -197,3 +197,27 @@ def test_edge_lengths(tmp_path, coverage_scope_cls, n):
     got = m.load_scope("k", None)
     assert got.covered_nodes.to_bitarray() == nodes and len(got.covered_nodes) == n
     assert dict(got.link_id_mapping.items()) == lm
+
+
+def test_a_directory_made_meanwhile_is_not_taken_for_the_file(tmp_path, monkeypatch):
+    # Another process creates the cache directory just after this one
+    # looked for it: replayed here by a directory that exists but that a
+    # first is_dir() check would not have seen. The cache file must still
+    # go inside it, not be the directory itself.
+    from pathlib import Path
+
+    from scopecache import manager
+
+    d = tmp_path / "m"
+    d.mkdir()
+    real_is_dir = Path.is_dir
+    calls = {"n": 0}
+
+    def is_dir_missed_once(self, *args, **kwargs):
+        if self == d and calls["n"] == 0:
+            calls["n"] += 1
+            return False
+        return real_is_dir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "is_dir", is_dir_missed_once)
+    assert manager.resolve_cache_file(d) == d / manager.CACHE_FILE_NAME
