@@ -372,7 +372,7 @@ fn check_entries<'a>(
     path: &Path,
     entries: impl Iterator<Item = &'a ArchivedEntryRecord>,
     map_count: usize,
-    map_ids: &dyn Fn(usize) -> Option<u64>,
+    map_ids: impl Fn(usize) -> Option<u64>,
     regions: &mut Regions<'_>,
 ) -> Result<Option<u32>> {
     let bad = |what: String| Err(Error::corrupt(path, format!("index: {what}")));
@@ -383,7 +383,7 @@ fn check_entries<'a>(
         if let Err(reason) = crate::key::check(key) {
             return bad(format!("entry key {key:?} is invalid: {reason}"));
         }
-        if prev.is_some_and(|p| p >= key) {
+        if prev.is_some_and(|p| p.as_bytes() >= key.as_bytes()) {
             return bad(format!("entry keys out of order at {key:?}"));
         }
         prev = Some(key);
@@ -442,7 +442,7 @@ pub(crate) fn check_base(
         })?;
     }
     let map_ids = |i: usize| idx.maps.get(i).map(|m| m.count.to_native());
-    let max_slot = check_entries(path, idx.entries.iter(), idx.maps.len(), &map_ids, &mut regions)?;
+    let max_slot = check_entries(path, idx.entries.iter(), idx.maps.len(), map_ids, &mut regions)?;
     regions.finish(max_slot)
 }
 
@@ -479,7 +479,7 @@ pub(crate) fn check_delta(
         }
     };
     let map_count = maps_before + d.maps.len();
-    let max_slot = check_entries(path, d.upserts.iter(), map_count, &all_ids, &mut regions)?;
+    let max_slot = check_entries(path, d.upserts.iter(), map_count, all_ids, &mut regions)?;
     let mut prev: Option<&str> = None;
     for k in d.removed.iter() {
         let k = k.as_str();
