@@ -383,7 +383,7 @@ fn check_entries<'a>(
         if let Err(reason) = crate::key::check(key) {
             return bad(format!("entry key {key:?} is invalid: {reason}"));
         }
-        if prev.is_some_and(|p| p.as_bytes() >= key.as_bytes()) {
+        if prev.is_some_and(|p| p >= key) {
             return bad(format!("entry keys out of order at {key:?}"));
         }
         prev = Some(key);

@@ -111,28 +111,23 @@ pub(super) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    if a.len() <= 16 {
-        if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-            a.first_chunk::<8>(),
-            a.last_chunk::<8>(),
-            b.first_chunk::<8>(),
-            b.last_chunk::<8>(),
-        ) {
-            let word = |w: &[u8; 8]| u64::from_ne_bytes(*w);
-            return (word(a0) ^ word(b0)) | (word(a1) ^ word(b1)) == 0;
-        }
+    let ends = if a.len() <= 16 {
+        same_ends::<8>(a, b)
     } else if a.len() <= 32 {
-        if let (Some(a0), Some(a1), Some(b0), Some(b1)) = (
-            a.first_chunk::<16>(),
-            a.last_chunk::<16>(),
-            b.first_chunk::<16>(),
-            b.last_chunk::<16>(),
-        ) {
-            let word = |w: &[u8; 16]| u128::from_ne_bytes(*w);
-            return (word(a0) ^ word(b0)) | (word(a1) ^ word(b1)) == 0;
-        }
-    }
-    a == b
+        same_ends::<16>(a, b)
+    } else {
+        None
+    };
+    ends.unwrap_or_else(|| a == b)
+}
+
+/// Whether the first `N` and the last `N` bytes of `a` and `b` agree, or
+/// `None` if either is shorter than `N`.
+#[inline(always)]
+fn same_ends<const N: usize>(a: &[u8], b: &[u8]) -> Option<bool> {
+    let first = a.first_chunk::<N>()? == b.first_chunk::<N>()?;
+    let last = a.last_chunk::<N>()? == b.last_chunk::<N>()?;
+    Some(first & last)
 }
 
 /// Slots a batch lookup prefetches from the home slot: the expected probe
@@ -181,7 +176,7 @@ impl Inner {
             return Err(self.fault(|| {
                 format!(
                     "id map: offsets of id {i} are {:?}, not an ordered pair within {} string bytes",
-                    b.offsets_of(i),
+                    b.offsets(i),
                     l.strings_len
                 )
             }));

@@ -75,22 +75,14 @@ impl<'a> Sections<'a> {
     /// strings. No byte of the id is read.
     #[inline(always)]
     pub(crate) fn id(&self, i: usize) -> Option<(usize, &'a [u8])> {
-        let (a, b) = if self.wide_offsets {
-            let [a, b] = self.offsets8.get(i..)?.first_chunk::<2>()?;
-            (
-                usize::try_from(u64::from_le_bytes(*a)).ok()?,
-                usize::try_from(u64::from_le_bytes(*b)).ok()?,
-            )
-        } else {
-            let [a, b] = self.offsets4.get(i..)?.first_chunk::<2>()?;
-            (u32::from_le_bytes(*a) as usize, u32::from_le_bytes(*b) as usize)
-        };
-        Some((a, self.strings.get(a..b)?))
+        let (a, b) = self.offsets(i)?;
+        let a = usize::try_from(a).ok()?;
+        Some((a, self.strings.get(a..usize::try_from(b).ok()?)?))
     }
 
-    /// The raw offsets pair of id `i`, for error messages.
-    #[cold]
-    pub(crate) fn offsets_of(&self, i: usize) -> Option<(u64, u64)> {
+    /// The offsets pair of id `i` as stored, `None` if `i` is not below N.
+    #[inline(always)]
+    pub(crate) fn offsets(&self, i: usize) -> Option<(u64, u64)> {
         if self.wide_offsets {
             let [a, b] = self.offsets8.get(i..)?.first_chunk::<2>()?;
             Some((u64::from_le_bytes(*a), u64::from_le_bytes(*b)))
